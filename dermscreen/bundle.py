@@ -1,0 +1,251 @@
+"""Model bundles: the one format that training writes and the service runs.
+
+A bundle is a directory::
+
+    model.keras     Keras model: float32 RGB images in [0, 255] of the input size -> class logits.
+                    Normalisation lives inside the model, so serving cannot drift from training.
+    model.onnx      optional ONNX export of the same model (fast CPU inference)
+    metadata.json   version, changelog, frameworks, input and output spec (classes, calibration
+                    temperature, alert threshold), metrics with the data they were measured on,
+                    training config and a hash of the training data list
+    README.md       the human-readable model card
+
+``to_model_input`` is the only image preprocessing there is: training, evaluation and serving
+call it. ``load_bundle(path).predict(images)`` returns calibrated class probabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Union
+
+import numpy as np
+from PIL import Image
+
+FORMAT = "dermscreen-bundle/1"
+MELANOMA = "melanoma"
+KERAS_FILE = "model.keras"
+ONNX_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+CARD_FILE = "README.md"
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+class BundleError(ValueError):
+    """A bundle directory is missing files or disagrees with its metadata."""
+
+
+def to_model_input(image: ImageLike, size: tuple[int, int]) -> np.ndarray:
+    """Decode one image to the model's input: float32 RGB, shape (height, width, 3), range [0, 255].
+
+    The whole frame is resized (bilinear, no crop). Paths and file objects are opened with Pillow;
+    arrays are taken as RGB pixels.
+    """
+    height, width = size
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    elif not isinstance(image, Image.Image):
+        with Image.open(image) as opened:
+            opened.load()
+            image = opened.copy()
+    image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _gpu_present() -> bool:
+    """Cheap check for an NVIDIA device, without importing TensorFlow."""
+    return Path("/dev/nvidia0").exists() and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != ""
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle. ``predict`` is all the worker needs."""
+
+    path: Path
+    metadata: dict
+    backend: str = "auto"
+    _session: object = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.backend == "auto":
+            has_onnx = (self.path / ONNX_FILE).exists()
+            self.backend = "onnx" if has_onnx and not _gpu_present() else "tensorflow"
+        if self.backend not in {"onnx", "tensorflow"}:
+            raise BundleError(f"unknown backend {self.backend!r}")
+
+    # --- metadata -------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self.metadata["version"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.metadata["output"]["classes"])
+
+    @property
+    def melanoma_index(self) -> int:
+        return self.classes.index(MELANOMA)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        spec = self.metadata["input"]
+        return int(spec["height"]), int(spec["width"])
+
+    @property
+    def threshold(self) -> float:
+        """Melanoma probability at or above which an image is flagged."""
+        return float(self.metadata["output"]["alert_threshold"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.metadata["output"].get("temperature", 1.0))
+
+    # --- inference ------------------------------------------------------------------------
+    @cached_property
+    def keras_model(self):
+        import keras
+
+        return keras.saving.load_model(self.path / KERAS_FILE, compile=False)
+
+    @cached_property
+    def _onnx(self):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        threads = os.environ.get("DERMSCREEN_ONNX_THREADS")
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        return onnxruntime.InferenceSession(
+            str(self.path / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+        )
+
+    def batch(self, images: Iterable[ImageLike]) -> np.ndarray:
+        """Stack images into one model input array."""
+        arrays = [to_model_input(image, self.input_size) for image in images]
+        if not arrays:
+            height, width = self.input_size
+            return np.zeros((0, height, width, 3), dtype=np.float32)
+        return np.stack(arrays)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Uncalibrated logits for an input array from ``batch``."""
+        if len(batch) == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        if self.backend == "onnx":
+            session = self._onnx
+            name = session.get_inputs()[0].name
+            return session.run(None, {name: batch.astype(np.float32)})[0]
+        return np.asarray(self.keras_model(batch, training=False))
+
+    def predict(self, images: Iterable[ImageLike] | np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities, shape (n, len(classes)).
+
+        ``images`` is an iterable of paths, PIL images or RGB arrays, or an already built input
+        array of shape (n, height, width, 3).
+        """
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            batch = images.astype(np.float32)
+        else:
+            batch = self.batch(images)
+        return softmax(self.logits(batch), self.temperature)
+
+
+def load_bundle(path: str | os.PathLike | None = None, backend: str = "auto") -> Bundle:
+    """Load a bundle directory (the default bundle when ``path`` is None) and check it."""
+    from dermscreen.config import DEFAULT_BUNDLE
+
+    path = Path(path or DEFAULT_BUNDLE)
+    metadata_path = path / METADATA_FILE
+    if not metadata_path.is_file():
+        raise BundleError(f"{path} is not a model bundle: no {METADATA_FILE}")
+    metadata = json.loads(metadata_path.read_text())
+    if metadata.get("format") != FORMAT:
+        raise BundleError(f"{path}: unsupported bundle format {metadata.get('format')!r}")
+    if not (path / KERAS_FILE).is_file():
+        raise BundleError(f"{path}: no {KERAS_FILE}")
+    if MELANOMA not in metadata["output"]["classes"]:
+        raise BundleError(f"{path}: classes do not include {MELANOMA!r}")
+    return Bundle(path=path, metadata=metadata, backend=backend)
+
+
+def validate_bundle(bundle: Bundle) -> None:
+    """Check the model's shapes and files against the metadata; raise BundleError on a mismatch."""
+    height, width = bundle.input_size
+    model = bundle.keras_model
+    input_shape = tuple(model.inputs[0].shape)
+    if input_shape[1:] != (height, width, 3):
+        raise BundleError(f"model input {input_shape} != metadata ({height}, {width}, 3)")
+    output_shape = tuple(model.outputs[0].shape)
+    if output_shape[1:] != (len(bundle.classes),):
+        raise BundleError(f"model output {output_shape} != {len(bundle.classes)} classes")
+    for name, digest in bundle.metadata.get("files", {}).items():
+        if file_sha256(bundle.path / name) != digest:
+            raise BundleError(f"{name} does not match the sha256 in {METADATA_FILE}")
+    if not 0.0 < bundle.threshold < 1.0:
+        raise BundleError(f"alert threshold {bundle.threshold} is not a probability")
+
+
+def save_bundle(
+    path: str | os.PathLike,
+    model,
+    metadata: dict,
+    card: str | None = None,
+    onnx_bytes: bytes | None = None,
+) -> Path:
+    """Write ``model`` and its metadata as a bundle directory and return its path.
+
+    ``metadata`` must hold ``version``, ``input`` (height, width) and ``output`` (classes,
+    alert_threshold, optional temperature). The format tag, input dtype/range and file hashes are
+    filled in here. ``card`` is the model card's markdown (a minimal one is written otherwise).
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save(path / KERAS_FILE)
+    files = [KERAS_FILE]
+    if onnx_bytes is not None:
+        (path / ONNX_FILE).write_bytes(onnx_bytes)
+        files.append(ONNX_FILE)
+    metadata = {
+        "format": FORMAT,
+        **metadata,
+        "input": {"dtype": "float32", "range": [0, 255], "color": "RGB", "layout": "NHWC",
+                  "resize": "whole frame, bilinear", **metadata["input"]},
+        "files": {name: file_sha256(path / name) for name in files},
+    }
+    metadata["output"].setdefault("temperature", 1.0)
+    (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=False) + "\n")
+    (path / CARD_FILE).write_text(card or _minimal_card(metadata))
+    return path
+
+
+def _minimal_card(metadata: dict) -> str:
+    out = metadata["output"]
+    return (
+        f"# Model card: {metadata.get('name', 'dermscreen model')} {metadata['version']}\n\n"
+        f"Classes: {', '.join(out['classes'])}.\n\n"
+        f"Input: {metadata['input']['height']}x{metadata['input']['width']} RGB, [0, 255].\n\n"
+        f"Alert threshold (melanoma probability): {out['alert_threshold']}.\n"
+    )

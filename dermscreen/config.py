@@ -1,0 +1,89 @@
+"""All settings in one place, read from ``DERMSCREEN_*`` environment variables.
+
+Embedded mode (the default) keeps everything under ``$DERMSCREEN_HOME``: an SQLite database, a
+filesystem broker and the image store. Distributed mode points the same code at PostgreSQL and
+Redis by setting ``DERMSCREEN_DATABASE_URL`` and ``DERMSCREEN_BROKER_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_BUNDLE = PACKAGE_DIR / "bundles" / "default"
+
+
+def _home() -> Path:
+    return Path(os.environ.get("DERMSCREEN_HOME", Path.home() / ".dermscreen")).expanduser()
+
+
+def _env(name: str, default):
+    """Read ``DERMSCREEN_<NAME>`` and coerce it to the type of ``default``."""
+    raw = os.environ.get(f"DERMSCREEN_{name}")
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+@dataclass
+class Config:
+    """Settings of one deployment. ``Config.from_env()`` is what every entry point uses."""
+
+    home: Path = field(default_factory=_home)
+    # Databases: SQLite under home by default, PostgreSQL in production.
+    database_url: str = ""
+    # Celery broker: a filesystem broker under home by default, Redis in production.
+    broker_url: str = ""
+    # Model bundle that scores images (a directory, see dermscreen.bundle).
+    model_bundle: str = str(DEFAULT_BUNDLE)
+    # Where uploads and extracted images are stored (content-addressed).
+    store_dir: str = ""
+    # Flask session signing key; must be set in production.
+    secret_key: str = "dev-only-change-me"
+    # Images per inference task.
+    chunk_size: int = 32
+    # Images still queued after this many seconds are re-enqueued by the reconciler.
+    queue_lease_seconds: int = 600
+    # Upload and archive limits.
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_archive_members: int = 10_000
+    max_extracted_bytes: int = 2 * 1024 * 1024 * 1024
+    max_compression_ratio: int = 100
+    max_image_pixels: int = 50_000_000
+    # Alert delivery.
+    smtp_url: str = ""  # e.g. smtp://user:pass@host:587 ; empty disables email
+    mail_from: str = "dermscreen@localhost"
+    public_url: str = "http://localhost:5000"
+    notify_max_retries: int = 8
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home)
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'dermscreen.db'}"
+        if not self.broker_url:
+            self.broker_url = "filesystem://"
+        if not self.store_dir:
+            self.store_dir = str(self.home / "store")
+
+    @property
+    def embedded(self) -> bool:
+        """True when the broker is the local filesystem transport."""
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Config":
+        values = {f.name: _env(f.name.upper(), f.default) for f in fields(cls) if f.default is not MISSING}
+        values.update(overrides)
+        return cls(**values)
