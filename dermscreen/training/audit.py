@@ -20,6 +20,10 @@ from scipy.sparse.csgraph import connected_components
 
 from dermscreen.training.hashing import NEAR_DUPLICATE_BITS, hamming_pairs, hash_files
 
+# (label, reference label) pairs that are not disagreements: the ISIC 2019 reference has one
+# "benign keratosis" class (mapped to "pigmented benign keratosis") that includes seborrheic ones.
+COMPATIBLE_LABELS = {("seborrheic keratosis", "pigmented benign keratosis")}
+
 SUMMARY_KEYS = [
     "images", "distinct_ids", "exact_duplicate_groups", "ids_in_several_classes", "split_leaks",
     "lesion_split_leaks", "near_duplicate_groups", "near_duplicate_cross_source_groups",
@@ -32,6 +36,14 @@ def read_reference(path: str | os.PathLike) -> pd.Series:
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     label_column = next(column for column in table.columns if column != "image_id")
     return table.drop_duplicates("image_id").set_index("image_id")[label_column]
+
+
+def disagrees_with_reference(labels, reference_labels) -> np.ndarray:
+    """Per pair: True where a reference label exists and differs (compatible pairs agree)."""
+    return np.array([
+        isinstance(ref, str) and ref != "" and label != ref and (label, ref) not in COMPATIBLE_LABELS
+        for label, ref in zip(labels, reference_labels)
+    ], dtype=bool)
 
 
 def with_hashes(records: pd.DataFrame, cache_dir=None, progress=None) -> pd.DataFrame:
@@ -101,8 +113,9 @@ def run_audit(records: pd.DataFrame, reference: pd.Series | None = None, cache_d
     if reference is not None:
         known = hashed[hashed["image_id"].isin(reference.index)]
         expected = reference.reindex(known["image_id"]).to_numpy()
-        for row, label in zip(known.itertuples(), expected):
-            if row.label != label:
+        flags = disagrees_with_reference(known["label"], expected)
+        for row, label, flag in zip(known.itertuples(), expected, flags):
+            if flag:
                 disagreements.append({"image_id": row.image_id, "path": row.path,
                                       "label": row.label, "reference": label})
     details["reference_disagreements"] = disagreements
