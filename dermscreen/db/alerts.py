@@ -66,6 +66,9 @@ class Delivery(Base):
         str_enum(DeliveryStatus), default=DeliveryStatus.PENDING
     )
     attempts: Mapped[int] = mapped_column(default=0)
+    # Not claimable before this time: a worker's claim while it sends, or the back-off after a
+    # failed attempt. None: claimable now.
+    next_attempt_at: Mapped[Optional[timestamp]]
     last_error: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[created]
     sent_at: Mapped[Optional[timestamp]]
