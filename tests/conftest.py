@@ -15,6 +15,7 @@ import itertools
 import shutil
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import text
@@ -173,5 +174,66 @@ def make_token(sessions, make_hospital):
         with sessions.begin() as session:
             return accounts.issue_token(session, hospital, name=name or f"token {next(_sequence)}",
                                         user=user)
+
+    return make
+
+
+@pytest.fixture
+def make_scored_batch(sessions, make_hospital):
+    """``make_scored_batch(hospital=None, scores={"a.jpg": 0.9, "b.jpg": None}, threshold=0.5)``.
+
+    Inserts a finished batch as the worker would leave it: one image per name, a prediction of
+    the active model version for each score (None: a failed image, no prediction), and a pending
+    alert for each flagged one. Returns a SimpleNamespace(batch, images, predictions, alerts).
+    """
+    from dermscreen.db import (Alert, Batch, BatchStatus, Image, ImageStatus, ModelVersion,
+                               Prediction)
+    from tests.factories import CLASSES
+
+    def make(hospital=None, scores: dict | None = None, threshold: float = 0.5):
+        hospital = hospital or make_hospital()
+        scores = scores if scores is not None else {"red.jpg": 0.9, "blue.jpg": 0.1}
+        with sessions.begin() as session:
+            version = session.query(ModelVersion).filter_by(active=True).one_or_none()
+            if version is None:
+                version = ModelVersion(version=f"test-{next(_sequence)}", path="/nowhere",
+                                       classes=CLASSES, alert_threshold=threshold, card={},
+                                       active=True)
+                session.add(version)
+            batch = Batch(hospital_id=hospital.id, status=BatchStatus.DONE, upload_dir="/nowhere")
+            session.add(batch)
+            session.flush()
+            made = SimpleNamespace(batch=batch, images=[], predictions=[], alerts=[])
+            for name, score in scores.items():
+                image = Image(batch_id=batch.id, hospital_id=hospital.id, original_name=name,
+                              status=ImageStatus.FAILED if score is None else ImageStatus.DONE,
+                              error="not a recognised image file" if score is None else None)
+                session.add(image)
+                session.flush()
+                made.images.append(image)
+                if score is None:
+                    batch.failed_images += 1
+                    continue
+                rest = (1 - score) / (len(CLASSES) - 1)
+                probabilities = {name: (score if name == "melanoma" else rest) for name in CLASSES}
+                prediction = Prediction(
+                    image_id=image.id, model_version_id=version.id, probabilities=probabilities,
+                    melanoma_probability=score,
+                    diagnosis=max(probabilities, key=probabilities.get),
+                    threshold=threshold, flagged=score >= threshold)
+                session.add(prediction)
+                session.flush()
+                made.predictions.append(prediction)
+                batch.done_images += 1
+                if prediction.flagged:
+                    batch.flagged_images += 1
+                    alert = Alert(hospital_id=hospital.id, image_id=image.id,
+                                  prediction_id=prediction.id,
+                                  dedupe_key=f"{image.id}:{version.version}")
+                    session.add(alert)
+                    session.flush()
+                    made.alerts.append(alert)
+            batch.total_images = len(scores)
+        return made
 
     return make

@@ -28,7 +28,9 @@ def create_app(config: Config | None = None) -> Flask:
     csrf.init_app(app)
 
     from dermscreen.web import admin, api, auth, pages
+    from dermscreen.web.api import errors as api_errors
 
+    api_errors.init_app(app)  # JSON errors for /api/ URLs that match no route
     csrf.exempt(api.bp)  # token-authenticated, no cookies
     app.register_blueprint(api.bp, url_prefix="/api/v1")
     app.register_blueprint(auth.bp)

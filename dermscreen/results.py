@@ -1,0 +1,110 @@
+"""What a batch's submitter reads back: progress from the batch counters, and one row per image.
+
+Used by the API, by ``dermscreen screen --json`` and by the pages::
+
+    summary = batch_summary(session, batch)
+    rows = batch_results(session, batch)     # flagged first, then by melanoma probability
+    text = results_csv(rows)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from dermscreen.db.screening import Batch, Image, Prediction
+
+RESULT_COLUMNS = ["image_id", "image", "status", "melanoma_probability", "diagnosis",
+                  "probabilities", "flagged", "error"]
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def batch_summary(session: Session, batch: Batch) -> dict:
+    """Status, counts and progress (0 to 1) of a batch, read from its counters (load it fresh)."""
+    finished = batch.done_images + batch.failed_images
+    return {
+        "id": batch.id,
+        "status": batch.status.value,
+        "error": batch.error,
+        "created_at": _iso(batch.created_at),
+        "completed_at": _iso(batch.completed_at),
+        "counts": {
+            "total": batch.total_images,
+            "done": batch.done_images,
+            "failed": batch.failed_images,
+            "flagged": batch.flagged_images,
+            "pending": max(batch.total_images - finished, 0),
+        },
+        "progress": round(finished / batch.total_images, 4) if batch.total_images else 0.0,
+    }
+
+
+def current_prediction(image: Image) -> Prediction | None:
+    """The active model version's prediction of ``image``, else its most recent one."""
+    if not image.predictions:
+        return None
+    return max(image.predictions,
+               key=lambda prediction: (prediction.model_version.active, prediction.created_at))
+
+
+def result_row(image: Image) -> dict:
+    prediction = current_prediction(image)
+    return {
+        "image_id": image.id,
+        "image": image.original_name,
+        "status": image.status.value,
+        "melanoma_probability": prediction.melanoma_probability if prediction else None,
+        "diagnosis": prediction.diagnosis if prediction else None,
+        "probabilities": prediction.probabilities if prediction else None,
+        "flagged": prediction.flagged if prediction else False,
+        "error": image.error,
+    }
+
+
+def _order(row: dict):
+    probability = row["melanoma_probability"]
+    return (not row["flagged"], probability is None, -(probability or 0.0), row["image"])
+
+
+def batch_results(session: Session, batch: Batch) -> list[dict]:
+    """One row per image of ``batch`` (keys: RESULT_COLUMNS), flagged first, then by probability."""
+    images = session.scalars(
+        select(Image).where(Image.batch_id == batch.id)
+        .options(selectinload(Image.predictions).selectinload(Prediction.model_version))
+    ).all()
+    return sorted((result_row(image) for image in images), key=_order)
+
+
+def image_result(session: Session, image: Image) -> dict:
+    """One image's result row with its batch, metadata and the model version that scored it."""
+    row = result_row(image)
+    prediction = current_prediction(image)
+    row.update(
+        batch_id=image.batch_id,
+        details=image.details,
+        width=image.width,
+        height=image.height,
+        model_version=prediction.model_version.version if prediction else None,
+        threshold=prediction.threshold if prediction else None,
+    )
+    return row
+
+
+def results_csv(rows: list[dict]) -> str:
+    """Rows as CSV: the result columns, then one ``probability_<class>`` column per class."""
+    classes = sorted({name for row in rows for name in (row["probabilities"] or {})})
+    columns = [column for column in RESULT_COLUMNS if column != "probabilities"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns + [f"probability_{name.replace(' ', '_')}" for name in classes])
+    for row in rows:
+        probabilities = row["probabilities"] or {}
+        writer.writerow([("" if row[column] is None else row[column]) for column in columns]
+                        + [probabilities.get(name, "") for name in classes])
+    return buffer.getvalue()

@@ -1,0 +1,181 @@
+"""Batch submission: store what a hospital uploaded and write the Batch row, nothing more.
+
+Unpacking, validating and scoring are the worker's (``screening.ingest``). The upload directory
+that ingest reads is laid out as::
+
+    <store_dir>/uploads/<batch id>/
+        files/0000, files/0001, ...   each upload as sent, numbered; its name is never a path
+        metadata.csv                  the optional per-image metadata CSV, as sent
+        manifest.json                 {"files": [{"name", "path", "bytes", "sha256"}],
+                                       "metadata": "metadata.csv" or null}
+
+The caller commits, then enqueues (never before the commit)::
+
+    check_upload(files, metadata_csv)            # raises UploadRefused(status, reasons)
+    batch = submit_batch(session, config, hospital_id, files, metadata_csv, token_id=token.id)
+    session.commit()
+    enqueue_ingest(config, batch.id)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Iterable
+
+from sqlalchemy.orm import Session
+
+from dermscreen.config import Config
+from dermscreen.db import audit
+from dermscreen.db.base import new_uid
+from dermscreen.db.screening import Batch, BatchStatus
+
+MANIFEST = "manifest.json"
+METADATA = "metadata.csv"
+METADATA_NAME_COLUMNS = ("image", "filename")
+COPY_BLOCK = 1 << 20
+# Leading bytes of the image formats the worker accepts, and of zip and gzip (tar.gz) archives.
+SIGNATURES = {
+    b"\xff\xd8\xff": "image",           # JPEG
+    b"\x89PNG\r\n\x1a\n": "image",      # PNG
+    b"II*\x00": "image",                # TIFF, little-endian
+    b"MM\x00*": "image",                # TIFF, big-endian
+    b"BM": "image",                     # BMP
+    b"PK\x03\x04": "archive",           # zip
+    b"PK\x05\x06": "archive",           # empty zip
+    b"\x1f\x8b": "archive",             # gzip (tar.gz, tgz)
+}
+
+Upload = tuple[str, BinaryIO]
+
+
+class UploadRefused(ValueError):
+    """A submission refused before anything is stored: an HTTP status and the reasons."""
+
+    def __init__(self, status: int, reasons: list[str]):
+        super().__init__("; ".join(reasons))
+        self.status = status
+        self.reasons = reasons
+
+
+def display_name(filename: str | None, index: int) -> str:
+    """The upload's name as a label: its last path component, or ``upload-<n>``."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name.strip()
+    return (name or f"upload-{index}")[:500]
+
+
+def upload_kind(head: bytes) -> str | None:
+    """``"image"``, ``"archive"`` or None, from a file's first bytes."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    for signature, kind in SIGNATURES.items():
+        if head.startswith(signature):
+            return kind
+    return None
+
+
+def _peek(stream: BinaryIO, size: int = 16) -> bytes:
+    head = stream.read(size)
+    stream.seek(0)
+    return head
+
+
+def read_metadata(stream: BinaryIO) -> dict[str, dict]:
+    """Parse a metadata CSV into ``{image name: {column: value}}``; raise UploadRefused (400)."""
+    try:
+        text = stream.read().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UploadRefused(400, ["metadata: not a UTF-8 CSV file"]) from None
+    finally:
+        stream.seek(0)
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        header = [column.strip() for column in reader.fieldnames or []]
+        key = next((column for column in METADATA_NAME_COLUMNS if column in header), None)
+        if key is None:
+            raise UploadRefused(400, [f"metadata: needs an 'image' or 'filename' column, "
+                                      f"found {header or 'no header'}"])
+        reader.fieldnames = header
+        metadata: dict[str, dict] = {}
+        for line, row in enumerate(reader, start=2):
+            name = (row.pop(key) or "").strip()
+            if not name:
+                raise UploadRefused(400, [f"metadata line {line}: empty '{key}'"])
+            if name in metadata:
+                raise UploadRefused(400, [f"metadata line {line}: '{name}' listed twice"])
+            metadata[name] = {column: value for column, value in row.items() if column}
+    except csv.Error as error:
+        raise UploadRefused(400, [f"metadata: malformed CSV: {error}"]) from None
+    return metadata
+
+
+def metadata_for(metadata: dict[str, dict], name: str) -> dict | None:
+    """The metadata row for an image named ``name`` (full name, file name, or name sans suffix)."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    for candidate in (name, path.name, path.stem):
+        if candidate in metadata:
+            return metadata[candidate]
+    return None
+
+
+def check_upload(files: list[Upload], metadata_csv: BinaryIO | None = None) -> None:
+    """Refuse a submission with no files, an empty file, a file that is neither an image nor a
+    zip/tar.gz archive (415), or a malformed metadata CSV (400). Streams are left at 0."""
+    if not files:
+        raise UploadRefused(400, ["no files: send images or archives as 'files' form fields"])
+    empty, unsupported = [], []
+    for index, (filename, stream) in enumerate(files):
+        head = _peek(stream)
+        name = display_name(filename, index)
+        if not head:
+            empty.append(f"{name}: empty file")
+        elif upload_kind(head) is None:
+            unsupported.append(f"{name}: not a JPEG, PNG, TIFF, BMP or WebP image, "
+                               f"nor a zip or tar.gz archive")
+    if empty:
+        raise UploadRefused(400, empty)
+    if unsupported:
+        raise UploadRefused(415, unsupported)
+    if metadata_csv is not None:
+        read_metadata(metadata_csv)
+
+
+def _store(stream: BinaryIO, destination: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with open(destination, "wb") as out:
+        while block := stream.read(COPY_BLOCK):
+            digest.update(block)
+            size += len(block)
+            out.write(block)
+    return size, digest.hexdigest()
+
+
+def submit_batch(session: Session, config: Config, hospital_id: int, files: Iterable[Upload],
+                 metadata_csv: BinaryIO | None = None, token_id: int | None = None,
+                 user_id: int | None = None) -> Batch:
+    """Stream the uploads to the batch's upload directory and add the Batch row (received)."""
+    batch_id = new_uid()
+    upload_dir = Path(config.store_dir) / "uploads" / batch_id
+    (upload_dir / "files").mkdir(parents=True)
+    manifest: dict = {"files": [], "metadata": None}
+    for index, (filename, stream) in enumerate(files):
+        relative = f"files/{index:04d}"
+        size, sha256 = _store(stream, upload_dir / relative)
+        manifest["files"].append({"name": display_name(filename, index), "path": relative,
+                                  "bytes": size, "sha256": sha256})
+    if metadata_csv is not None:
+        _store(metadata_csv, upload_dir / METADATA)
+        manifest["metadata"] = METADATA
+    (upload_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+    batch = Batch(id=batch_id, hospital_id=hospital_id, status=BatchStatus.RECEIVED,
+                  upload_dir=str(upload_dir), submitted_by_token_id=token_id,
+                  submitted_by_user_id=user_id)
+    session.add(batch)
+    session.flush()
+    audit.record(session, "submit", batch, token_id=token_id, user_id=user_id,
+                 files=len(manifest["files"]), metadata=manifest["metadata"] is not None)
+    return batch

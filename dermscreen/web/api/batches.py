@@ -1,0 +1,82 @@
+"""Batches: submit (multipart), progress, results (JSON or CSV), one image's result."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, g, jsonify, request, url_for
+
+from dermscreen import results
+from dermscreen.db import audit
+from dermscreen.db.screening import Batch, Image
+from dermscreen.submissions import UploadRefused, check_upload, submit_batch
+from dermscreen.web.api import bp
+from dermscreen.web.api.auth import owned
+from dermscreen.web.api.errors import abort
+from dermscreen.web.extensions import database
+
+
+@bp.post("/batches")
+def create_batch():
+    if request.mimetype != "multipart/form-data":
+        abort(415, "send multipart/form-data with one or more 'files' fields")
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        abort(413, f"upload of {request.content_length} bytes exceeds the limit of {limit} bytes")
+    uploads = [(upload.filename, upload.stream) for upload in request.files.getlist("files")]
+    metadata = request.files.get("metadata")
+    metadata_stream = metadata.stream if metadata is not None else None
+    try:
+        check_upload(uploads, metadata_stream)
+    except UploadRefused as refused:
+        abort(refused.status, str(refused), refused.reasons)
+    config = current_app.config["DERMSCREEN"]
+    session = database.session
+    batch = submit_batch(session, config, g.token.hospital_id, uploads, metadata_stream,
+                         token_id=g.token.id, user_id=g.token.user_id)
+    session.commit()
+    from dermscreen.worker.dispatch import enqueue_ingest  # until the worker's module lands
+
+    enqueue_ingest(config, batch.id)
+    location = url_for(".get_batch", batch_id=batch.id)
+    body = results.batch_summary(session, batch) | {"files": len(uploads), "location": location}
+    return jsonify(body), 202, {"Location": location}
+
+
+@bp.get("/batches/<batch_id>")
+def get_batch(batch_id: str):
+    batch = owned(Batch, batch_id)
+    return jsonify(results.batch_summary(database.session, batch))
+
+
+def _wants_csv() -> bool:
+    if "format" in request.args:
+        wanted = request.args["format"].lower()
+        if wanted not in ("json", "csv"):
+            abort(400, f"format must be json or csv, not {wanted!r}")
+        return wanted == "csv"
+    best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
+    return best == "text/csv"
+
+
+@bp.get("/batches/<batch_id>/results")
+def get_results(batch_id: str):
+    batch = owned(Batch, batch_id)
+    session = database.session
+    rows = results.batch_results(session, batch)
+    as_csv = _wants_csv()
+    audit.record(session, "view", batch, token_id=g.token.id, user_id=g.token.user_id,
+                 what="results", format="csv" if as_csv else "json")
+    session.commit()
+    if as_csv:
+        return Response(results.results_csv(rows), mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="batch-{batch.id}-results.csv"'})
+    return jsonify({"batch": results.batch_summary(session, batch), "results": rows})
+
+
+@bp.get("/images/<image_id>")
+def get_image(image_id: str):
+    image = owned(Image, image_id)
+    session = database.session
+    body = results.image_result(session, image)
+    audit.record(session, "view", image, token_id=g.token.id, user_id=g.token.user_id)
+    session.commit()
+    return jsonify(body)
