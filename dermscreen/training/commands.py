@@ -36,3 +36,61 @@ def audit(datasets, split, reference, as_json):
     result = run_audit(records, read_reference(reference) if reference else None,
                        progress=None if as_json else _progress("hashing"))
     click.echo(json.dumps(result, indent=2) if as_json else format_report(result))
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="YAML preset (see dermscreen/training/presets/).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one config field; repeatable.")
+@click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
+def train(config_path, overrides, resume):
+    """Train a model and export a bundle.
+
+        dermscreen train --config dermscreen/training/presets/seed-plain.yaml --set epochs=3
+    """
+    from dermscreen.training.train import train as run_training
+    from dermscreen.training.train_config import load_config
+
+    config = load_config(config_path, list(overrides))
+    bundle = run_training(config, resume=resume, log=lambda line: click.echo(line, err=True))
+    click.echo(str(bundle))
+
+
+@click.command()
+@click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False),
+              help="Bundle directory (default: the shipped default bundle).")
+@click.option("--data", "dataset", required=True, help="Class folder or labels CSV.")
+@click.option("--split", default=None, help="Keep only this split (e.g. test).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Write report.md, figures and ISIC-format predictions here.")
+def evaluate(model_path, dataset, split, as_json, report_dir):
+    """Evaluate a bundle on a labelled dataset (training images are dropped first).
+
+        dermscreen evaluate --model runs/seed-plain/bundle \\
+            --data ../shared/data/extra/labels.csv --split test --json --report reports/plain-isic2017
+    """
+    from dermscreen.bundle import load_bundle
+    from dermscreen.training.datasets import read_dataset
+    from dermscreen.training.evaluate import evaluate as run_evaluation
+    from dermscreen.training.report import write_report
+
+    bundle = load_bundle(model_path)
+    records = read_dataset(dataset, split)
+    data = f"{dataset}" + (f" [{split}]" if split else "")
+    result, predictions = run_evaluation(bundle, records, data,
+                                         progress=None if as_json else _progress("predicting"))
+    if report_dir:
+        result["report"] = str(write_report(report_dir, result, predictions, bundle))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['model']['name']} {result['model']['version']} on {data}: "
+               f"{result['n']} images ({result['dropped_training_ids']} dropped as training ids, "
+               f"{result['dropped_near_duplicates']} as near-duplicates), {result['melanomas']} melanomas")
+    for key in ("accuracy", "balanced_accuracy", "melanoma_auc", "threshold", "sensitivity",
+                "specificity", "missed_melanomas", "ece"):
+        click.echo(f"  {key:18s} {result[key]}")
+    if report_dir:
+        click.echo(f"  report             {result['report']}")

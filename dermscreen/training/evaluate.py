@@ -1,0 +1,84 @@
+"""Evaluate a model bundle on a labelled dataset.
+
+    dermscreen evaluate [--model BUNDLE] --data DATASET [--split NAME] [--json] [--report DIR]
+
+Images the bundle was trained or tuned on are dropped first: by image id (``training_ids.txt``)
+and, when the bundle lists its training pHashes (``training_phashes.txt``), as near-duplicates
+of a training image (recoloured or resized copies under another id). Metrics are scikit-learn's
+(see ``metrics``), at the bundle's own alert threshold. The ISIC challenge scorer
+(isic-challenge-scoring 5.6) is not used: it calls ``DataFrame.applymap``, which pandas 3
+removed; ``--report`` writes its CSV layout so it can score the predictions elsewhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dermscreen.bundle import Bundle
+from dermscreen.training.audit import with_hashes
+from dermscreen.training.hashing import NEAR_DUPLICATE_BITS, hamming_pairs
+from dermscreen.training.metrics import screening_metrics
+from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
+
+BATCH = 64
+
+
+def drop_seen(records: pd.DataFrame, bundle: Bundle) -> tuple[pd.DataFrame, int, int]:
+    """Remove records the bundle was trained on; returns (kept, dropped by id, dropped as
+    near-duplicates)."""
+    ids_file = bundle.path / TRAINING_IDS_FILE
+    seen = set(ids_file.read_text().split()) if ids_file.exists() else set()
+    by_id = records["image_id"].isin(seen).to_numpy()
+    records = records[~by_id].reset_index(drop=True)
+    near = 0
+    phash_file = bundle.path / TRAINING_PHASHES_FILE
+    if phash_file.exists() and len(records):
+        training = phash_file.read_text().split()
+        hashed = with_hashes(records)
+        ours = hashed["phash"].tolist()
+        readable = [i for i, value in enumerate(ours) if value]
+        pairs = hamming_pairs([ours[i] for i in readable] + training, NEAR_DUPLICATE_BITS)
+        cross = pairs[(pairs[:, 0] < len(readable)) & (pairs[:, 1] >= len(readable))]
+        near_rows = {readable[i] for i in cross[:, 0]}
+        keep = np.array([i not in near_rows for i in range(len(records))])
+        near = int((~keep).sum())
+        records = records[keep].reset_index(drop=True)
+    return records, int(by_id.sum()), near
+
+
+def predict_records(bundle: Bundle, records: pd.DataFrame, progress=None) -> pd.DataFrame:
+    """``records`` plus one probability column per class of the bundle."""
+    chunks = []
+    for start in range(0, len(records), BATCH):
+        chunks.append(bundle.predict(records["path"].iloc[start:start + BATCH]))
+        if progress:
+            progress(min(start + BATCH, len(records)), len(records))
+    probabilities = np.concatenate(chunks) if chunks else np.zeros((0, len(bundle.classes)))
+    return pd.concat([records.reset_index(drop=True),
+                      pd.DataFrame(probabilities, columns=bundle.classes)], axis=1)
+
+
+def evaluate(bundle: Bundle, records: pd.DataFrame, data: str = "", progress=None
+             ) -> tuple[dict, pd.DataFrame]:
+    """Drop seen images, predict the rest, and compute the metrics; returns (result, predictions)."""
+    unknown = sorted(set(records["label"]) - set(bundle.classes))
+    if unknown:
+        raise ValueError(f"labels the model does not know: {unknown}")
+    kept, by_id, near = drop_seen(records, bundle)
+    if kept.empty:
+        raise ValueError("no images left to evaluate after dropping the model's training images")
+    predictions = predict_records(bundle, kept, progress)
+    labels = predictions["label"].map({name: i for i, name in enumerate(bundle.classes)}).to_numpy()
+    result = {
+        "model": {"name": bundle.metadata.get("name", ""), "version": bundle.version,
+                  "path": str(bundle.path)},
+        "data": data,
+        "images_given": len(records),
+        "dropped_training_ids": by_id,
+        "dropped_near_duplicates": near,
+        **screening_metrics(predictions[bundle.classes].to_numpy(), labels, bundle.classes,
+                            bundle.threshold),
+        "classes": bundle.classes,
+    }
+    return result, predictions
