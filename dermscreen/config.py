@@ -63,6 +63,13 @@ class Config:
     mail_from: str = "dermscreen@localhost"
     public_url: str = "http://localhost:5000"
     notify_max_retries: int = 8
+    notify_backoff_seconds: int = 30  # first retry delay; doubles per attempt, at most an hour
+    # Workers: the longest a task may run (hard limit, seconds), and how long Redis waits before
+    # giving an unacknowledged message (a dead worker's) to another worker; must be longer.
+    task_time_limit: int = 1800
+    visibility_timeout: int = 3600
+    reconcile_interval_seconds: int = 60  # celery beat runs the reconciler this often
+    test_chunk_delay: float = 0.0  # tests only: seconds each inference chunk sleeps
 
     def __post_init__(self) -> None:
         self.home = Path(self.home)

@@ -48,9 +48,10 @@ class Member:
     path: Path
 
 
-def archive_kind(path: Path) -> str | None:
-    """``"zip"``, ``"tar.gz"`` or None, by the file's name or its first bytes."""
-    name = path.name.lower()
+def archive_kind(path: Path, name: str | None = None) -> str | None:
+    """``"zip"``, ``"tar.gz"`` or None, by the file's name (``name``, else the path's) or its
+    first bytes."""
+    name = (name or path.name).lower()
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if name.endswith(".zip") or magic == b"PK\x03\x04":
@@ -60,12 +61,12 @@ def archive_kind(path: Path) -> str | None:
     return None
 
 
-def extract_archive(path: Path, target: Path, limits: ArchiveLimits) -> list[Member]:
-    """Extract the regular files of the archive at ``path`` under ``target``.
-
-    Raises ArchiveError (and leaves nothing under ``target``) when the archive is refused.
+def extract_archive(path: Path, target: Path, limits: ArchiveLimits,
+                    name: str | None = None) -> list[Member]:
+    """Extract the regular files of the archive at ``path`` (uploaded as ``name``) under
+    ``target``. Raises ArchiveError (and leaves nothing under ``target``) when it is refused.
     """
-    kind = archive_kind(path)
+    kind = archive_kind(path, name)
     target.mkdir(parents=True, exist_ok=True)
     try:
         if kind == "zip":

@@ -1,0 +1,78 @@
+"""Model versions: register a bundle, activate one, find the active one.
+
+    version = active_version(session, config)   # registers config.model_bundle if none is active
+
+A bundle's ``version`` names it for good: registering a different bundle under a version that is
+already registered is refused, so a prediction always names the model that made it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dermscreen.bundle import load_bundle
+from dermscreen.config import Config
+from dermscreen.db.screening import ModelVersion
+
+
+class RegistryError(ValueError):
+    """A bundle that cannot be registered as given."""
+
+
+def register_bundle(session: Session, path: str | Path, activate: bool = False) -> ModelVersion:
+    """Add the bundle at ``path`` as a model version (or return it if its version is registered)."""
+    bundle = load_bundle(path)
+    version = session.scalar(select(ModelVersion).where(ModelVersion.version == bundle.version))
+    if version is None:
+        version = ModelVersion(version=bundle.version, path=str(Path(path).resolve()),
+                               classes=bundle.classes, alert_threshold=bundle.threshold,
+                               card=bundle.metadata, active=False)
+        try:
+            with session.begin_nested():
+                session.add(version)
+        except IntegrityError:  # another process registered it first
+            version = session.scalar(
+                select(ModelVersion).where(ModelVersion.version == bundle.version))
+    elif version.card != bundle.metadata:
+        raise RegistryError(f"model version {bundle.version!r} is already registered with "
+                            f"different metadata (from {version.path}); give the bundle a new "
+                            f"version")
+    if activate and not version.active:
+        _activate(session, version)
+    return version
+
+
+def activate(session: Session, version_id: int) -> ModelVersion:
+    """Make ``version_id`` the one active model version."""
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        raise RegistryError(f"no model version {version_id}")
+    _activate(session, version)
+    return version
+
+
+def _activate(session: Session, version: ModelVersion) -> None:
+    session.execute(update(ModelVersion).where(ModelVersion.id != version.id)
+                    .values(active=False))
+    version.active = True
+    session.flush()
+
+
+def active_version(session: Session, config: Config) -> ModelVersion:
+    """The active model version; registers and activates ``config.model_bundle`` when none is."""
+    version = session.scalar(select(ModelVersion).where(ModelVersion.active.is_(True)))
+    return version or register_bundle(session, config.model_bundle, activate=True)
+
+
+def bundle_path(version: ModelVersion, config: Config) -> Path:
+    """Where this node loads ``version`` from: its own configured bundle when that is the same
+    version (install paths differ between nodes), else the path it was registered from."""
+    configured = Path(config.model_bundle)
+    if configured != Path(version.path) and (configured / "metadata.json").is_file():
+        if load_bundle(configured).version == version.version:
+            return configured
+    return Path(version.path)

@@ -1,0 +1,142 @@
+"""Inference on a chunk of images: one batched forward pass, idempotent writes, alerts, counters.
+
+    bundle = worker_bundle(str(bundle_path(version, config)))   # once per worker process
+    with sessions.begin() as session:
+        outcome = predict_chunk(session, config, bundle, image_ids)
+    # after the commit: enqueue outcome.delivery_ids and outcome.flagged_image_ids
+
+A chunk can be run twice (a worker killed before acknowledging it, a duplicate message): only
+images still ``queued`` are scored, predictions are inserted ``ON CONFLICT DO NOTHING`` on (image,
+model version), an image moves to done/failed only from queued, and the batch counters grow by
+the images this run moved. So nothing is lost, and nothing is counted or alerted twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from sqlalchemy import and_, select, update
+from sqlalchemy.orm import Session
+
+from dermscreen.bundle import Bundle, load_bundle, to_model_input
+from dermscreen.config import Config
+from dermscreen.db.base import utcnow
+from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus, ModelVersion, Prediction
+from dermscreen.db.tenancy import Hospital
+from dermscreen.registry import register_bundle
+from dermscreen.worker.alerting import alert_threshold, dialect_insert, raise_alert
+
+
+@lru_cache(maxsize=2)
+def worker_bundle(path: str) -> Bundle:
+    """The bundle at ``path``, loaded once per process on first use (so after any fork)."""
+    return load_bundle(path)
+
+
+@dataclass
+class ChunkOutcome:
+    done: int = 0
+    failed: int = 0
+    flagged_image_ids: list[str] = field(default_factory=list)
+    delivery_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Counts:
+    done: int = 0
+    failed: int = 0
+    flagged: int = 0
+
+
+def _finish_image(session: Session, image: Image, status: ImageStatus, error: str | None) -> bool:
+    """Move ``image`` from queued to ``status``; False when another run already moved it."""
+    return bool(session.execute(
+        update(Image).where(Image.id == image.id, Image.status == ImageStatus.QUEUED)
+        .values(status=status, error=error)
+        .execution_options(synchronize_session=False)
+    ).rowcount)
+
+
+def _insert_prediction(session: Session, image: Image, version: ModelVersion, bundle: Bundle,
+                       probabilities: np.ndarray, threshold: float) -> tuple[int | None, bool]:
+    melanoma = float(probabilities[bundle.melanoma_index])
+    flagged = melanoma >= threshold
+    prediction_id = session.execute(
+        dialect_insert(session, Prediction)
+        .values(image_id=image.id, model_version_id=version.id,
+                probabilities={name: float(p) for name, p in zip(bundle.classes, probabilities)},
+                melanoma_probability=melanoma,
+                diagnosis=bundle.classes[int(np.argmax(probabilities))],
+                threshold=threshold, flagged=flagged)
+        .on_conflict_do_nothing(index_elements=["image_id", "model_version_id"])
+        .returning(Prediction.id)
+    ).scalar()
+    return prediction_id, flagged
+
+
+def _update_batches(session: Session, counts: dict[str, _Counts]) -> None:
+    """Add this run's counts to each batch and close the batches that are complete (in SQL)."""
+    for batch_id, count in counts.items():
+        session.execute(
+            update(Batch).where(Batch.id == batch_id)
+            .values(done_images=Batch.done_images + count.done,
+                    failed_images=Batch.failed_images + count.failed,
+                    flagged_images=Batch.flagged_images + count.flagged)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(Batch).where(and_(Batch.id == batch_id, Batch.status == BatchStatus.PROCESSING,
+                                     Batch.done_images + Batch.failed_images
+                                     >= Batch.total_images))
+            .values(status=BatchStatus.DONE, completed_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+def predict_chunk(session: Session, config: Config, bundle: Bundle,
+                  image_ids: list[str]) -> ChunkOutcome:
+    """Score the still-queued images among ``image_ids`` and write predictions and alerts.
+
+    The caller commits, then enqueues the outcome's deliveries and heatmaps.
+    """
+    if config.test_chunk_delay:
+        time.sleep(config.test_chunk_delay)
+    outcome = ChunkOutcome()
+    images = session.scalars(select(Image).where(Image.id.in_(image_ids),
+                                                 Image.status == ImageStatus.QUEUED)
+                             .order_by(Image.id)).all()
+    if not images:
+        return outcome
+    version = register_bundle(session, bundle.path)  # the version that really scores
+    counts: dict[str, _Counts] = {}
+    readable, arrays = [], []
+    for image in images:
+        try:
+            arrays.append(to_model_input(image.stored_path, bundle.input_size))
+            readable.append(image)
+        except (OSError, ValueError) as error:
+            if _finish_image(session, image, ImageStatus.FAILED, f"unreadable in store: {error}"):
+                counts.setdefault(image.batch_id, _Counts()).failed += 1
+                outcome.failed += 1
+    probabilities = bundle.predict(np.stack(arrays)) if arrays else []
+    hospitals: dict[int, Hospital] = {}
+    for image, scores in zip(readable, probabilities):
+        hospital = hospitals.get(image.hospital_id) or session.get(Hospital, image.hospital_id)
+        hospitals[hospital.id] = hospital
+        prediction_id, flagged = _insert_prediction(session, image, version, bundle, scores,
+                                                    alert_threshold(hospital, version))
+        if prediction_id is None or not _finish_image(session, image, ImageStatus.DONE, None):
+            continue  # another run of this chunk wrote it first
+        count = counts.setdefault(image.batch_id, _Counts())
+        count.done += 1
+        outcome.done += 1
+        if flagged:
+            count.flagged += 1
+            outcome.flagged_image_ids.append(image.id)
+            outcome.delivery_ids += raise_alert(session, config, image, prediction_id, version,
+                                                hospital)
+    _update_batches(session, counts)
+    return outcome

@@ -1,0 +1,135 @@
+"""Ingest: turn a batch's uploads into stored, validated images queued for inference.
+
+    with sessions.begin() as session:
+        chunks = ingest(session, config, batch_id)    # lists of image ids
+    for image_ids in chunks:                          # after the commit
+        enqueue_chunk(config, image_ids)
+
+Every upload becomes Image rows: one per image (an upload that is an image, or each file of an
+archive), ``queued`` once stored, ``failed`` with the reason when it is not a real image; a refused
+archive is one failed row naming the archive and why. Good images of a batch never wait on its bad
+ones. Running ingest again for a batch already ingested only returns its still-queued images.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from dermscreen.config import Config
+from dermscreen.db.base import utcnow
+from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus
+from dermscreen.submissions import MANIFEST, metadata_for, read_metadata
+from dermscreen.worker.archives import ArchiveError, ArchiveLimits, archive_kind, extract_archive
+from dermscreen.worker.imagestore import ImageRejected, store_image
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file that should be an image: its name as the hospital knows it, and where it is."""
+
+    name: str
+    path: Path
+
+
+def chunked(ids: list[str], size: int) -> list[list[str]]:
+    return [ids[start:start + size] for start in range(0, len(ids), size)]
+
+
+def queued_chunks(session: Session, config: Config, batch_id: str) -> list[list[str]]:
+    ids = session.scalars(select(Image.id).where(Image.batch_id == batch_id,
+                                                 Image.status == ImageStatus.QUEUED)
+                          .order_by(Image.created_at, Image.id)).all()
+    return chunked(list(ids), config.chunk_size)
+
+
+def _read_manifest(upload_dir: Path) -> tuple[list[dict], dict[str, dict]]:
+    manifest = json.loads((upload_dir / MANIFEST).read_text())
+    metadata = {}
+    if manifest.get("metadata"):
+        with open(upload_dir / manifest["metadata"], "rb") as stream:
+            metadata = read_metadata(stream)
+    return manifest["files"], metadata
+
+
+def _candidates(upload: Path, name: str, work_dir: Path, limits: ArchiveLimits,
+                rejected: list[tuple[str, str]]) -> list[Candidate]:
+    """The image candidates in one upload; a refused archive goes to ``rejected``."""
+    if archive_kind(upload, name) is None:
+        return [Candidate(name, upload)]
+    try:
+        members = extract_archive(upload, work_dir, limits, name)
+    except ArchiveError as error:
+        rejected.append((name, f"archive refused: {error}"))
+        return []
+    if not members:
+        rejected.append((name, "archive refused: it holds no files"))
+    return [Candidate(member.name, member.path) for member in members]
+
+
+def ingest(session: Session, config: Config, batch_id: str) -> list[list[str]]:
+    """Unpack and validate the batch's uploads; return its queued image ids in chunks.
+
+    The caller commits, then enqueues the chunks.
+    """
+    claimed = session.execute(
+        update(Batch).where(Batch.id == batch_id, Batch.status == BatchStatus.RECEIVED)
+        .values(status=BatchStatus.PROCESSING)
+    ).rowcount
+    if not claimed:  # already ingested (a redelivered message), or unknown
+        return queued_chunks(session, config, batch_id)
+    batch = session.get(Batch, batch_id)
+    upload_dir = Path(batch.upload_dir)
+    try:
+        files, metadata = _read_manifest(upload_dir)
+    except (OSError, ValueError) as error:
+        batch.status, batch.error, batch.completed_at = BatchStatus.FAILED, str(error), utcnow()
+        return []
+
+    limits = ArchiveLimits.from_config(config)
+    now = utcnow()
+    images: list[Image] = []
+    work_root = Path(config.store_dir) / "work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work_root) as work:
+        for index, entry in enumerate(files):
+            rejected: list[tuple[str, str]] = []
+            candidates = _candidates(upload_dir / entry["path"], entry["name"],
+                                     Path(work) / str(index), limits, rejected)
+            for name, reason in rejected:
+                images.append(Image(batch_id=batch.id, hospital_id=batch.hospital_id,
+                                    original_name=name, status=ImageStatus.FAILED, error=reason))
+            for candidate in candidates:
+                image = Image(batch_id=batch.id, hospital_id=batch.hospital_id,
+                              original_name=candidate.name[:500],
+                              details=metadata_for(metadata, candidate.name))
+                try:
+                    stored = store_image(candidate.path, config.store_dir, config.max_image_pixels)
+                except ImageRejected as error:
+                    image.status, image.error = ImageStatus.FAILED, str(error)
+                else:
+                    image.status, image.queued_at = ImageStatus.QUEUED, now
+                    image.content_hash, image.stored_path = stored.content_hash, str(stored.path)
+                    image.width, image.height = stored.width, stored.height
+                images.append(image)
+    session.add_all(images)
+    batch.total_images = len(images)
+    batch.failed_images = sum(image.status is ImageStatus.FAILED for image in images)
+    if batch.failed_images == batch.total_images:
+        batch.status, batch.completed_at = BatchStatus.DONE, utcnow()
+        if not images:
+            batch.error = "the batch holds no files"
+    session.flush()
+    return chunked([image.id for image in images if image.status is ImageStatus.QUEUED],
+                   config.chunk_size)
+
+
+def remove_uploads(batch_upload_dir: str) -> None:
+    """Delete a batch's original uploads (with their EXIF) once its ingest has committed."""
+    shutil.rmtree(batch_upload_dir, ignore_errors=True)

@@ -1,0 +1,48 @@
+"""One unit of work per task: a transaction around a plain function, committed before anything
+is enqueued. The Celery tasks and the embedded ``dermscreen screen`` both run these.
+
+    chunks = run_ingest(config, batch_id)            # then enqueue each chunk
+    outcome = run_predict_chunk(config, image_ids)   # then enqueue deliveries and heatmaps
+"""
+
+from __future__ import annotations
+
+from dermscreen.config import Config
+from dermscreen.db.screening import Batch
+from dermscreen.db.session import session_factory
+from dermscreen.registry import active_version, bundle_path
+from dermscreen.worker import notifier
+from dermscreen.worker.inference import ChunkOutcome, predict_chunk, worker_bundle
+from dermscreen.worker.ingest import ingest, remove_uploads
+from dermscreen.worker.reconcile import Work, reconcile
+
+
+def run_ingest(config: Config, batch_id: str) -> list[list[str]]:
+    """Ingest a batch; its original uploads are deleted once the images are committed."""
+    with session_factory(config.database_url).begin() as session:
+        chunks = ingest(session, config, batch_id)
+        batch = session.get(Batch, batch_id)
+    if batch is not None:
+        remove_uploads(batch.upload_dir)
+    return chunks
+
+
+def run_predict_chunk(config: Config, image_ids: list[str],
+                      bundle_dir: str | None = None) -> ChunkOutcome:
+    """Score a chunk with the bundle at ``bundle_dir``, by default the active model version's."""
+    sessions = session_factory(config.database_url)
+    if bundle_dir is None:
+        with sessions.begin() as session:
+            bundle_dir = str(bundle_path(active_version(session, config), config))
+    bundle = worker_bundle(bundle_dir)
+    with sessions.begin() as session:
+        return predict_chunk(session, config, bundle, image_ids)
+
+
+def run_deliver(config: Config, delivery_id: int):
+    return notifier.deliver(session_factory(config.database_url), config, delivery_id)
+
+
+def run_reconcile(config: Config) -> Work:
+    with session_factory(config.database_url).begin() as session:
+        return reconcile(session, config)
