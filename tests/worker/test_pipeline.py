@@ -1,0 +1,156 @@
+"""Ingest and inference as plain functions (no broker), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image as PILImage
+from sqlalchemy import func, select
+
+from dermscreen.db import (Alert, Batch, BatchStatus, Channel, Delivery, Image, ImageStatus,
+                           Prediction)
+from dermscreen.worker import jobs
+from tests.worker.conftest import blue, hostile_batch, red
+
+
+def images_by_name(sessions, batch_id) -> dict[str, Image]:
+    with sessions() as session:
+        return {image.original_name: image for image in
+                session.scalars(select(Image).where(Image.batch_id == batch_id))}
+
+
+def count(sessions, model) -> int:
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_ingest_refuses_bad_uploads_with_reasons_and_keeps_good_images(
+        sessions, worker_config, make_hospital, submit):
+    hospital = make_hospital()
+    batch_id = submit(hospital, hostile_batch(), metadata_csv="image,age,site\nred.jpg,61,back\n"
+                                                            "red2,45,arm\n")
+
+    chunks = jobs.run_ingest(worker_config, batch_id)
+
+    images = images_by_name(sessions, batch_id)
+    queued = {name for name, image in images.items() if image.status is ImageStatus.QUEUED}
+    assert queued == {"red.jpg", "blue.png", "lesions/red2.jpg"}
+    errors = {name: image.error for name, image in images.items()
+              if image.status is ImageStatus.FAILED}
+    assert "outside the archive" in errors.pop("traversal.zip")
+    assert "a link" in errors.pop("symlink.tar.gz")
+    assert "compression ratio" in errors.pop("bomb.zip")
+    assert "decompression bomb" in errors.pop("lesions/bomb.png")
+    assert "not a recognised image" in errors.pop("lesions/notes.jpg")
+    assert "corrupt image" in errors.pop("truncated.jpg")
+    assert errors == {}
+    assert sorted(len(chunk) for chunk in chunks) == [1, 2]  # chunk_size 2
+    assert {i for chunk in chunks for i in chunk} == {images[name].id for name in queued}
+    assert images["red.jpg"].details == {"age": "61", "site": "back"}
+    assert images["lesions/red2.jpg"].details == {"age": "45", "site": "arm"}
+    assert images["blue.png"].details is None
+    stored = Path(images["red.jpg"].stored_path)
+    assert stored.is_file() and stored.name == f"{images['red.jpg'].content_hash}.png"
+    with sessions() as session:
+        batch = session.get(Batch, batch_id)
+        assert (batch.status, batch.total_images, batch.failed_images) == (
+            BatchStatus.PROCESSING, 9, 6)
+        assert not Path(batch.upload_dir).exists()  # originals (with EXIF) are gone
+    assert not list(Path(worker_config.home).rglob("escape.jpg"))
+
+    # A redelivered ingest message adds nothing and hands out the same queued images.
+    assert sorted(map(sorted, jobs.run_ingest(worker_config, batch_id))) == sorted(map(sorted, chunks))
+    assert count(sessions, Image) == 9
+
+
+def test_predict_scores_flags_alerts_and_completes_the_batch(
+        sessions, worker_config, make_hospital, make_user, submit):
+    worker_config.smtp_url = "smtp://127.0.0.1:2525"
+    hospital = make_hospital(webhook_url="https://hooks.example.org/alerts")
+    derm = make_user("dermatologist", hospital=hospital)
+    make_user("submitter", hospital=hospital)  # submitters get no alerts
+    make_user("dermatologist")  # another hospital's dermatologist gets none either
+    batch_id = submit(hospital, {"red.jpg": red(), "blue.png": blue(), "bad.jpg": b"nope"})
+    chunks = jobs.run_ingest(worker_config, batch_id)
+
+    outcomes = [jobs.run_predict_chunk(worker_config, chunk) for chunk in chunks]
+
+    images = images_by_name(sessions, batch_id)
+    assert [o.flagged_image_ids for o in outcomes if o.flagged_image_ids] == [[images["red.jpg"].id]]
+    with sessions() as session:
+        predictions = {p.image_id: p for p in session.scalars(select(Prediction))}
+        red_score = predictions[images["red.jpg"].id]
+        blue_score = predictions[images["blue.png"].id]
+        assert red_score.flagged and red_score.diagnosis == "melanoma"
+        assert red_score.melanoma_probability >= 0.5 > blue_score.melanoma_probability
+        assert not blue_score.flagged and blue_score.diagnosis == "nevus"
+        assert abs(sum(red_score.probabilities.values()) - 1) < 1e-5
+        alert = session.scalars(select(Alert)).one()
+        assert (alert.image_id, alert.hospital_id) == (images["red.jpg"].id, hospital.id)
+        deliveries = {(d.channel, d.target, d.recipient_id) for d in session.scalars(select(Delivery))}
+        assert deliveries == {(Channel.EMAIL, derm.email, derm.id),
+                              (Channel.WEBHOOK, "https://hooks.example.org/alerts", None)}
+        assert sorted(i for o in outcomes for i in o.delivery_ids) == sorted(
+            d.id for d in session.scalars(select(Delivery)))
+        batch = session.get(Batch, batch_id)
+        assert (batch.status, batch.done_images, batch.failed_images, batch.flagged_images) == (
+            BatchStatus.DONE, 2, 1, 1)
+        assert batch.completed_at is not None
+
+
+def test_a_redone_chunk_doubles_nothing(sessions, worker_config, make_hospital, make_user, submit):
+    worker_config.smtp_url = "smtp://127.0.0.1:2525"
+    hospital = make_hospital()
+    make_user("dermatologist", hospital=hospital)
+    batch_id = submit(hospital, {"red.jpg": red(), "red2.jpg": red(2), "blue.png": blue()})
+    chunks = jobs.run_ingest(worker_config, batch_id)
+    first = [jobs.run_predict_chunk(worker_config, chunk) for chunk in chunks]
+    before = [count(sessions, model) for model in (Prediction, Alert, Delivery)]
+
+    again = [jobs.run_predict_chunk(worker_config, chunk) for chunk in chunks]
+
+    assert sum(o.done for o in first) == 3 and sum(o.done for o in again) == 0
+    assert not any(o.delivery_ids or o.flagged_image_ids for o in again)
+    assert [count(sessions, model) for model in (Prediction, Alert, Delivery)] == before == [3, 2, 2]
+    with sessions() as session:
+        batch = session.get(Batch, batch_id)
+        assert (batch.done_images, batch.flagged_images, batch.status) == (3, 2, BatchStatus.DONE)
+
+
+def test_hospital_threshold_overrides_the_bundle(sessions, worker_config, make_hospital, submit):
+    strict = make_hospital(alert_threshold=0.99)
+    lax = make_hospital(alert_threshold=0.001)
+    for hospital in (strict, lax):
+        batch_id = submit(hospital, {"red.jpg": red(), "blue.png": blue()})
+        for chunk in jobs.run_ingest(worker_config, batch_id):
+            jobs.run_predict_chunk(worker_config, chunk)
+    with sessions() as session:
+        flagged = {(p.image.hospital_id, p.image.original_name): (p.flagged, p.threshold)
+                   for p in session.scalars(select(Prediction))}
+    assert flagged == {(strict.id, "red.jpg"): (False, 0.99), (strict.id, "blue.png"): (False, 0.99),
+                       (lax.id, "red.jpg"): (True, 0.001), (lax.id, "blue.png"): (True, 0.001)}
+
+
+def test_an_image_lost_from_the_store_fails_with_a_reason(sessions, worker_config, make_hospital,
+                                                          submit):
+    batch_id = submit(make_hospital(), {"red.jpg": red(), "blue.png": blue()})
+    (chunk,) = jobs.run_ingest(worker_config, batch_id)
+    Path(images_by_name(sessions, batch_id)["red.jpg"].stored_path).unlink()
+    outcome = jobs.run_predict_chunk(worker_config, chunk)
+    assert (outcome.done, outcome.failed) == (1, 1)
+    images = images_by_name(sessions, batch_id)
+    assert images["red.jpg"].status is ImageStatus.FAILED
+    assert "unreadable in store" in images["red.jpg"].error
+    with sessions() as session:
+        assert session.get(Batch, batch_id).status is BatchStatus.DONE
+
+
+def test_stored_images_carry_no_metadata(sessions, worker_config, make_hospital, submit):
+    exif = PILImage.Exif()
+    exif[0x010F] = "CameraMaker"
+    from tests.factories import RED, image_bytes, lesion_image
+    data = image_bytes(lesion_image(RED), exif=exif.tobytes())
+    batch_id = submit(make_hospital(), {"exif.jpg": data})
+    jobs.run_ingest(worker_config, batch_id)
+    stored = Path(images_by_name(sessions, batch_id)["exif.jpg"].stored_path)
+    assert b"CameraMaker" in data and b"CameraMaker" not in stored.read_bytes()
