@@ -44,6 +44,13 @@ def create_hospital(session: Session, name: str, alert_threshold: float | None =
     return hospital
 
 
+def find_hospital(session: Session, key: str | int) -> Hospital | None:
+    """A hospital by id (digits) or by name."""
+    if str(key).isdigit():
+        return session.get(Hospital, int(key))
+    return session.scalar(select(Hospital).where(Hospital.name == str(key)))
+
+
 def create_user(session: Session, email: str, role: Role | str, hospital: Hospital | None = None,
                 password: str | None = None, name: str = "") -> User:
     """A user of ``hospital``; admins may belong to none, everyone else must belong to one."""

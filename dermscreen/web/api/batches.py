@@ -12,6 +12,7 @@ from dermscreen.web.api import bp
 from dermscreen.web.api.auth import owned
 from dermscreen.web.api.errors import abort
 from dermscreen.web.extensions import database
+from dermscreen.worker.dispatch import enqueue_ingest
 
 
 @bp.post("/batches")
@@ -33,8 +34,6 @@ def create_batch():
     batch = submit_batch(session, config, g.token.hospital_id, uploads, metadata_stream,
                          token_id=g.token.id, user_id=g.token.user_id)
     session.commit()
-    from dermscreen.worker.dispatch import enqueue_ingest  # until the worker's module lands
-
     enqueue_ingest(config, batch.id)
     location = url_for(".get_batch", batch_id=batch.id)
     body = results.batch_summary(session, batch) | {"files": len(uploads), "location": location}
