@@ -77,5 +77,7 @@ def render_heatmap(bundle: Bundle, image_path: str | os.PathLike, out_path: str 
     batch = to_model_input(image, bundle.input_size)[None]
     cam = gradcam(bundle.keras_model, batch, bundle.melanoma_index)[0]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    overlay(image, cam).save(out_path, format="PNG")
+    partial = out_path.with_name(out_path.name + ".part")
+    overlay(image, cam).save(partial, format="PNG")
+    partial.replace(out_path)  # readers never see half a file
     return out_path

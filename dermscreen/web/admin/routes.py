@@ -1,0 +1,199 @@
+"""Admin views: thin wrappers over ``dermscreen.accounts`` and ``dermscreen.registry``, audited."""
+
+from __future__ import annotations
+
+from flask import abort, flash, make_response, redirect, render_template, url_for
+from flask_login import current_user
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from dermscreen import accounts, registry
+from dermscreen.bundle import BundleError
+from dermscreen.db import audit
+from dermscreen.db.screening import ModelVersion
+from dermscreen.db.tenancy import ApiToken, Hospital, Role, User
+from dermscreen.web.admin import bp
+from dermscreen.web.admin.forms import HospitalForm, HospitalSettingsForm, ModelForm, TokenForm, UserForm
+from dermscreen.web.auth.access import role_required
+from dermscreen.web.extensions import database
+
+admin_only = role_required(Role.ADMIN)
+
+
+def _record(action: str, obj, **detail) -> None:
+    audit.record(database.session, action, obj, user_id=current_user.id, **detail)
+
+
+def _hospitals() -> list[Hospital]:
+    return database.session.scalars(select(Hospital).order_by(Hospital.name)).all()
+
+
+def _hospital_choices(empty: str | None = None) -> list[tuple[str, str]]:
+    choices = [(str(hospital.id), hospital.name) for hospital in _hospitals()]
+    return ([("", empty)] if empty is not None else []) + choices
+
+
+@bp.route("/")
+@admin_only
+def index():
+    session = database.session
+    counts = {
+        "hospitals": session.scalar(select(func.count(Hospital.id))),
+        "users": session.scalar(select(func.count(User.id))),
+        "live tokens": session.scalar(select(func.count(ApiToken.id)).where(ApiToken.revoked_at.is_(None))),
+        "model versions": session.scalar(select(func.count(ModelVersion.id))),
+    }
+    active = session.scalar(select(ModelVersion).where(ModelVersion.active.is_(True)))
+    return render_template("admin/index.html", counts=counts, active=active)
+
+
+@bp.route("/hospitals", methods=["GET", "POST"])
+@admin_only
+def hospitals():
+    form = HospitalForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            hospital = accounts.create_hospital(database.session, form.name.data.strip(),
+                                                form.alert_threshold.data, form.webhook_url.data or None)
+            _record("create", hospital, name=hospital.name)
+            database.session.commit()
+        except IntegrityError:
+            database.session.rollback()
+            form.name.errors.append("A hospital of that name exists.")
+            status = 400
+        else:
+            flash(f"Hospital {hospital.name} created.", "success")
+            return redirect(url_for("admin.hospitals"), code=303)
+    elif form.errors:
+        status = 400
+    settings = {hospital.id: HospitalSettingsForm(obj=hospital, prefix=f"h{hospital.id}")
+                for hospital in _hospitals()}
+    return render_template("admin/hospitals.html", form=form, hospitals=_hospitals(),
+                           settings=settings), status
+
+
+@bp.route("/hospitals/<int:hospital_id>", methods=["POST"])
+@admin_only
+def hospital_settings(hospital_id: int):
+    hospital = database.session.get(Hospital, hospital_id) or abort(404)
+    form = HospitalSettingsForm(prefix=f"h{hospital.id}")
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            for error in errors:
+                flash(f"{hospital.name}: {error}", "error")
+        return redirect(url_for("admin.hospitals"), code=303)
+    before = {"alert_threshold": hospital.alert_threshold, "webhook_url": hospital.webhook_url}
+    hospital.alert_threshold = form.alert_threshold.data
+    hospital.webhook_url = form.webhook_url.data or None
+    _record("update", hospital, before=before,
+            after={"alert_threshold": hospital.alert_threshold, "webhook_url": hospital.webhook_url})
+    database.session.commit()
+    flash(f"Settings of {hospital.name} saved.", "success")
+    return redirect(url_for("admin.hospitals"), code=303)
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@admin_only
+def users():
+    form = UserForm()
+    form.hospital_id.choices = _hospital_choices(empty="(none: admins only)")
+    status = 200
+    if form.validate_on_submit():
+        hospital = database.session.get(Hospital, int(form.hospital_id.data)) if form.hospital_id.data else None
+        try:
+            user = accounts.create_user(database.session, form.email.data, form.role.data,
+                                        hospital=hospital, password=form.password.data,
+                                        name=form.name.data or "")
+            _record("create", user, email=user.email, role=user.role.value)
+            database.session.commit()
+        except ValueError as error:
+            database.session.rollback()
+            form.hospital_id.errors.append(str(error))
+            status = 400
+        except IntegrityError:
+            database.session.rollback()
+            form.email.errors.append("A user with that email exists.")
+            status = 400
+        else:
+            flash(f"User {user.email} created.", "success")
+            return redirect(url_for("admin.users"), code=303)
+    elif form.errors:
+        status = 400
+    rows = database.session.execute(
+        select(User, Hospital).outerjoin(Hospital, User.hospital_id == Hospital.id).order_by(User.email)
+    ).all()
+    return render_template("admin/users.html", form=form, users=rows), status
+
+
+def _tokens_page(form: TokenForm, plaintext: str | None = None, status: int = 200):
+    rows = database.session.execute(
+        select(ApiToken, Hospital).join(Hospital, ApiToken.hospital_id == Hospital.id)
+        .order_by(ApiToken.revoked_at.is_not(None), ApiToken.created_at.desc())
+    ).all()
+    response = make_response(render_template("admin/tokens.html", form=form, tokens=rows,
+                                             plaintext=plaintext), status)
+    response.headers["Cache-Control"] = "no-store"  # the page may show a token in plaintext
+    return response
+
+
+@bp.route("/tokens", methods=["GET", "POST"])
+@admin_only
+def tokens():
+    form = TokenForm()
+    form.hospital_id.choices = _hospital_choices()
+    if form.validate_on_submit():
+        hospital = database.session.get(Hospital, int(form.hospital_id.data)) or abort(400)
+        token, plaintext = accounts.issue_token(database.session, hospital, name=form.name.data.strip())
+        _record("issue", token, name=token.name, prefix=token.prefix)
+        database.session.commit()
+        return _tokens_page(TokenForm(formdata=None, hospital_id=form.hospital_id.data), plaintext)
+    return _tokens_page(form, status=400 if form.errors else 200)
+
+
+@bp.route("/tokens/<int:token_id>/revoke", methods=["POST"])
+@admin_only
+def revoke_token(token_id: int):
+    token = database.session.get(ApiToken, token_id) or abort(404)
+    accounts.revoke_token(database.session, token)
+    _record("revoke", token, prefix=token.prefix)
+    database.session.commit()
+    flash(f"Token {token.prefix}… revoked.", "success")
+    return redirect(url_for("admin.tokens"), code=303)
+
+
+@bp.route("/models", methods=["GET", "POST"])
+@admin_only
+def models():
+    form = ModelForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            version = registry.register_bundle(database.session, form.path.data.strip())
+            _record("register", version, path=version.path)
+            database.session.commit()
+        except (BundleError, registry.RegistryError, OSError) as error:
+            database.session.rollback()
+            form.path.errors.append(str(error))
+            status = 400
+        else:
+            flash(f"Model version {version.version} registered.", "success")
+            return redirect(url_for("admin.models"), code=303)
+    elif form.errors:
+        status = 400
+    versions = database.session.scalars(
+        select(ModelVersion).order_by(ModelVersion.active.desc(), ModelVersion.created_at.desc())).all()
+    return render_template("admin/models.html", form=form, versions=versions), status
+
+
+@bp.route("/models/<int:version_id>/activate", methods=["POST"])
+@admin_only
+def activate_model(version_id: int):
+    try:
+        version = registry.activate(database.session, version_id)
+    except registry.RegistryError:
+        abort(404)
+    _record("activate", version, version=version.version)
+    database.session.commit()
+    flash(f"Model version {version.version} is now active.", "success")
+    return redirect(url_for("admin.models"), code=303)

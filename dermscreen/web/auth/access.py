@@ -1,0 +1,88 @@
+"""Who is signed in, what their role lets them open, and which hospital's rows they may see.
+
+Every page is behind ``role_required(...)``; every row a page loads by id goes through
+``tenant_get`` so that a user of one hospital gets 404 (not 403, which would confirm the id
+exists) for another hospital's batch, image or alert. Admins belong to no hospital and see all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import wraps
+
+from flask import abort
+from flask_login import UserMixin, current_user, login_required
+
+from dermscreen.db.tenancy import Role, User
+from dermscreen.web.extensions import database, login_manager
+
+login_manager.login_view = "auth.login"
+login_manager.login_message = "Please sign in to open that page."
+login_manager.login_message_category = "info"
+login_manager.session_protection = "strong"
+
+
+@dataclass
+class Account(UserMixin):
+    """The signed-in user as the pages see it (a detached copy of the ``users`` row)."""
+
+    id: int
+    email: str
+    name: str
+    role: Role
+    hospital_id: int | None
+    active: bool
+
+    @classmethod
+    def of(cls, user: User) -> "Account":
+        return cls(user.id, user.email, user.name, user.role, user.hospital_id, user.active)
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email
+
+    def has_role(self, *roles: Role) -> bool:
+        return self.role in roles
+
+
+@login_manager.user_loader
+def load_account(user_id: str) -> Account | None:
+    user = database.session.get(User, int(user_id))
+    return Account.of(user) if user is not None and user.active else None
+
+
+def role_required(*roles: Role):
+    """Let signed-in users with one of ``roles`` through; others get 403, strangers the sign-in."""
+
+    def decorate(view):
+        @wraps(view)
+        @login_required
+        def guarded(*args, **kwargs):
+            if not current_user.has_role(*roles):
+                abort(403)
+            return view(*args, **kwargs)
+
+        return guarded
+
+    return decorate
+
+
+def tenant_get(model, key):
+    """The ``model`` row ``key`` if the signed-in user's hospital owns it (admins: any), else 404."""
+    row = database.session.get(model, key)
+    if row is None:
+        abort(404)
+    if current_user.hospital_id is not None and row.hospital_id != current_user.hospital_id:
+        abort(404)
+    return row
+
+
+def tenant_filter(query, model):
+    """``query`` limited to the signed-in user's hospital (unchanged for admins)."""
+    if current_user.hospital_id is None:
+        return query
+    return query.where(model.hospital_id == current_user.hospital_id)

@@ -1,0 +1,62 @@
+"""Image files for the pages: the stored image, a thumbnail and the heatmap, each tenant-checked."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from flask import abort, current_app, send_file
+from PIL import Image as PILImage
+
+from dermscreen.db.screening import Image
+from dermscreen.db.tenancy import Role
+from dermscreen.web.auth.access import role_required, tenant_get
+from dermscreen.web.pages import bp
+
+ANYONE = (Role.SUBMITTER, Role.DERMATOLOGIST, Role.ADMIN)
+THUMBNAIL_SIZE = (112, 112)
+PRIVATE_CACHE = 300  # seconds a browser may keep an image (private: never a shared cache)
+
+
+def stored_file(relative_or_absolute: str | None) -> Path:
+    """The file a row points to (absolute, or relative to the store); 404 when it is missing."""
+    if not relative_or_absolute:
+        abort(404)
+    path = Path(relative_or_absolute)
+    if not path.is_absolute():
+        path = Path(current_app.config["DERMSCREEN"].store_dir) / path
+    if not path.is_file():
+        abort(404)
+    return path
+
+
+def _private(response):
+    response.cache_control.private = True
+    response.cache_control.max_age = PRIVATE_CACHE
+    return response
+
+
+@bp.route("/images/<image_id>/original")
+@role_required(*ANYONE)
+def image_file(image_id: str):
+    image = tenant_get(Image, image_id)
+    return _private(send_file(stored_file(image.stored_path), mimetype="image/png"))
+
+
+@bp.route("/images/<image_id>/thumbnail")
+@role_required(*ANYONE)
+def image_thumbnail(image_id: str):
+    image = tenant_get(Image, image_id)
+    with PILImage.open(stored_file(image.stored_path)) as opened:
+        opened.thumbnail(THUMBNAIL_SIZE)
+        buffer = io.BytesIO()
+        opened.convert("RGB").save(buffer, format="JPEG", quality=85)
+    buffer.seek(0)
+    return _private(send_file(buffer, mimetype="image/jpeg"))
+
+
+@bp.route("/images/<image_id>/heatmap")
+@role_required(*ANYONE)
+def image_heatmap(image_id: str):
+    image = tenant_get(Image, image_id)
+    return _private(send_file(stored_file(image.heatmap_path), mimetype="image/png"))
