@@ -16,6 +16,7 @@ from dermscreen.db import audit
 from dermscreen.db.alerts import Alert, AlertStatus
 from dermscreen.db.base import utcnow
 from dermscreen.db.screening import Image, Prediction
+from dermscreen.results import isoformat
 
 # Unhandled alerts first, then by age (newest first).
 _OPEN_FIRST = case((Alert.status.in_([AlertStatus.PENDING, AlertStatus.SENT]), 0),
@@ -37,9 +38,6 @@ def hospital_alerts(session: Session, hospital_id: int, status: AlertStatus | st
 
 
 def alert_row(alert: Alert, image: Image, prediction: Prediction) -> dict:
-    def iso(moment):
-        return moment.isoformat() if moment is not None else None
-
     return {
         "id": alert.id,
         "status": alert.status.value,
@@ -48,10 +46,10 @@ def alert_row(alert: Alert, image: Image, prediction: Prediction) -> dict:
         "batch_id": image.batch_id,
         "melanoma_probability": prediction.melanoma_probability,
         "threshold": prediction.threshold,
-        "created_at": iso(alert.created_at),
-        "acknowledged_at": iso(alert.acknowledged_at),
+        "created_at": isoformat(alert.created_at),
+        "acknowledged_at": isoformat(alert.acknowledged_at),
         "acknowledged_by": alert.acknowledged_by,
-        "resolved_at": iso(alert.resolved_at),
+        "resolved_at": isoformat(alert.resolved_at),
         "resolved_by": alert.resolved_by,
     }
 

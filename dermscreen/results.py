@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime, timezone
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -21,8 +22,13 @@ RESULT_COLUMNS = ["image_id", "image", "status", "melanoma_probability", "diagno
                   "probabilities", "flagged", "error"]
 
 
-def _iso(moment) -> str | None:
-    return moment.isoformat() if moment is not None else None
+def isoformat(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with its offset (SQLite hands back naive datetimes; they are UTC)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat()
 
 
 def batch_summary(session: Session, batch: Batch) -> dict:
@@ -32,8 +38,8 @@ def batch_summary(session: Session, batch: Batch) -> dict:
         "id": batch.id,
         "status": batch.status.value,
         "error": batch.error,
-        "created_at": _iso(batch.created_at),
-        "completed_at": _iso(batch.completed_at),
+        "created_at": isoformat(batch.created_at),
+        "completed_at": isoformat(batch.completed_at),
         "counts": {
             "total": batch.total_images,
             "done": batch.done_images,
