@@ -51,3 +51,29 @@ def test_gradcam_explains_a_nested_convolutional_backbone():
     cams = gradcam(model, batch, class_index=1)
     assert cams.shape == (2, 16, 16)
     assert np.isfinite(cams).all() and cams.max() == 1.0
+
+
+def test_heatmap_job_stores_the_overlay_and_records_its_path(config, sessions, make_hospital, tmp_path):
+    """What the ``screening.heatmap`` task runs, without a broker."""
+    from dermscreen.db.screening import Batch, Image as ImageRow
+    from dermscreen.registry import register_bundle
+    from dermscreen.worker.heatmap_tasks import run_heatmap
+    from dermscreen.worker.imagestore import store_image
+
+    hospital = make_hospital()
+    source = tmp_path / "red.jpg"
+    lesion_image(RED).save(source)
+    stored = store_image(source, config.store_dir, config.max_image_pixels)
+    with sessions.begin() as session:
+        register_bundle(session, config.model_bundle, activate=True)
+        batch = Batch(hospital_id=hospital.id, upload_dir=str(tmp_path))
+        session.add(batch)
+        session.flush()
+        image = ImageRow(batch_id=batch.id, hospital_id=hospital.id, original_name="red.jpg",
+                         stored_path=str(stored.path))
+        session.add(image)
+    out = run_heatmap(config, image.id)
+    assert out.is_file() and out.read_bytes().startswith(b"\x89PNG")
+    with sessions() as session:
+        assert session.get(ImageRow, image.id).heatmap_path == str(out)
+    assert run_heatmap(config, "no-such-image") is None
