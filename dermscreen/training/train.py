@@ -192,7 +192,7 @@ def train(config: TrainConfig, resume: bool = False, log=print) -> Path:
     model.fit(_dataset(train_x, train_y, config, training=True),
               validation_data=_dataset(val_x, val_y, config, training=False),
               epochs=config.epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=config.steps_per_epoch or None, verbose=2,
+              steps_per_epoch=config.steps_per_epoch or None, verbose=2, shuffle=False,
               callbacks=[_checkpoint_callback(folder, config, history)])
 
     val_logits = model.predict(_dataset(val_x, val_y, config, training=False), verbose=0)

@@ -1,0 +1,74 @@
+"""A tiny ``dermscreen train`` run end to end, then ``dermscreen evaluate`` on its bundle."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from dermscreen.bundle import load_bundle, validate_bundle
+from dermscreen.training.commands import evaluate, train
+from tests.training.conftest import recolour, write_image
+
+TINY = ["image_size=32", "epochs=2", "steps_per_epoch=2", "batch_size=4", "reference=",
+        "val_fraction=0.34", "data_split=train"]
+
+
+def run_train(dataset, output, *extra, resume=False):
+    args = ["--resume"] if resume else []
+    for item in [f"data=[{dataset}]", f"output={output}", *TINY, *extra]:
+        args += ["--set", item]
+    return CliRunner().invoke(train, args, catch_exceptions=False)
+
+
+def test_resume_continues_from_the_checkpoint(folder_dataset, tmp_path):
+    output = tmp_path / "resumed"
+    assert run_train(folder_dataset, output).exit_code == 0
+    first = json.loads((output / "checkpoints" / "state.json").read_text())
+    result = run_train(folder_dataset, output, "epochs=3", resume=True)
+    assert "resuming from epoch 2" in result.output
+    state = json.loads((output / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 3
+    assert state["history"]["loss"][:2] == first["history"]["loss"]
+    assert len(state["history"]["loss"]) == 3
+    with pytest.raises(ValueError, match="config differs"):
+        run_train(folder_dataset, output, "epochs=4", "learning_rate=0.1", resume=True)
+
+
+def test_train_then_evaluate(folder_dataset, csv_dataset, tmp_path):
+    run = tmp_path / "run"
+    result = run_train(folder_dataset, run)
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(run / "bundle")
+    validate_bundle(bundle)
+    assert bundle.metadata["training"]["image_size"] == 32
+    assert bundle.metadata["training_data"]["ids_count"] == 12
+    assert bundle.metadata["metrics"]["validation"]["n"] > 0
+    assert 0 < bundle.threshold < 1 and bundle.temperature > 0
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["config"]["epochs"] == 2
+    assert (run / "training_curves.png").stat().st_size > 0
+    assert (run / "bundle" / "README.md").read_text().startswith("# Model card")
+
+    # a recoloured copy of a training image under a new id must be dropped as a near-duplicate
+    source = folder_dataset / "Train" / "melanoma" / "Train_mel_0.jpg"
+    write_image(folder_dataset / "Test" / "melanoma" / "copy_of_mel_0.jpg",
+                image=recolour(Image.open(source).convert("RGB")))
+    out = CliRunner().invoke(evaluate, ["--model", str(run / "bundle"), "--data",
+                                        str(folder_dataset), "--json", "--report", str(tmp_path / "rep")])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    assert result["dropped_training_ids"] == 12 and result["dropped_near_duplicates"] == 1
+    assert result["n"] == 4 and result["melanomas"] == 2
+    for key in ("melanoma_auc", "sensitivity", "specificity", "balanced_accuracy", "ece"):
+        assert key in result
+    report = (tmp_path / "rep" / "report.md").read_text()
+    for figure in ("roc.png", "calibration.png", "confusion_matrix.png", "training_curves.png"):
+        assert figure in report and (tmp_path / "rep" / figure).exists()
+    header = (tmp_path / "rep" / "predictions.csv").read_text().splitlines()[0]
+    assert header == "image,AK,BCC,DF,MEL,NV,BKL,SK,SCC,VASC"
+
+    csv_out = CliRunner().invoke(evaluate, ["--model", str(run / "bundle"), "--data",
+                                            str(csv_dataset), "--split", "test", "--json"])
+    assert csv_out.exit_code == 0, csv_out.output
+    assert json.loads(csv_out.output)["n"] == 4
