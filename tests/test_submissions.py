@@ -1,0 +1,60 @@
+"""Submission helpers: upload names, file kinds and the metadata CSV."""
+
+import io
+
+import pytest
+
+from dermscreen.submissions import (UploadRefused, check_upload, display_name, metadata_for,
+                                    read_metadata, upload_kind)
+from tests.factories import image_bytes, lesion_image
+
+
+@pytest.mark.parametrize("filename, expected", [
+    ("lesion.jpg", "lesion.jpg"),
+    ("../../etc/passwd", "passwd"),
+    ("C:\\Users\\x\\lesion.png", "lesion.png"),
+    ("dir/", "dir"),
+    ("", "upload-3"),
+    (None, "upload-3"),
+])
+def test_display_name_is_a_label_not_a_path(filename, expected):
+    assert display_name(filename, 3) == expected
+
+
+@pytest.mark.parametrize("format, kind", [
+    ("JPEG", "image"), ("PNG", "image"), ("TIFF", "image"), ("BMP", "image"), ("WEBP", "image"),
+    ("GIF", None),
+])
+def test_upload_kind_recognises_the_accepted_image_formats(format, kind):
+    data = image_bytes(lesion_image(size=(16, 16)), format=format)
+    assert upload_kind(data[:16]) == kind
+
+
+def test_upload_kind_recognises_archives_and_refuses_the_rest():
+    assert upload_kind(b"PK\x03\x04rest") == "archive"
+    assert upload_kind(b"\x1f\x8b\x08\x00") == "archive"
+    assert upload_kind(b"%PDF-1.7") is None
+    assert upload_kind(b"") is None
+
+
+def test_check_upload_leaves_streams_at_the_start():
+    stream = io.BytesIO(image_bytes(lesion_image(size=(16, 16))))
+    metadata = io.BytesIO(b"image,age\na.jpg,50\n")
+    check_upload([("a.jpg", stream)], metadata)
+    assert stream.tell() == 0 and metadata.tell() == 0
+
+
+def test_metadata_rows_by_image_name():
+    metadata = read_metadata(io.BytesIO("\ufefffilename,age,site\nA.jpg,61,back\nb,45,\n"
+                                        .encode()))
+    assert metadata == {"A.jpg": {"age": "61", "site": "back"}, "b": {"age": "45", "site": ""}}
+    assert metadata_for(metadata, "A.jpg") == {"age": "61", "site": "back"}
+    assert metadata_for(metadata, "clinic/A.jpg")["age"] == "61"
+    assert metadata_for(metadata, "archive/b.png")["age"] == "45"
+    assert metadata_for(metadata, "c.jpg") is None
+
+
+def test_metadata_that_is_not_utf8_is_refused():
+    with pytest.raises(UploadRefused, match="UTF-8") as refused:
+        read_metadata(io.BytesIO(b"image\n\xff\xfe\xfa.jpg\n"))
+    assert refused.value.status == 400
