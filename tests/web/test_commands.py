@@ -138,3 +138,38 @@ def test_app_is_servable_by_gunicorn(server, tmp_path):
                       "--workers", "1", "dermscreen.web:create_app()"])
     response = wait_for(f"http://127.0.0.1:{port}/api/v1/openapi.json", process)
     assert response.status_code == 200
+
+
+@pytest.mark.slow
+def test_serve_embedded_scores_a_submitted_archive(server, tmp_path, tiny_bundle):
+    import io
+    import zipfile
+
+    from dermscreen.db.session import session_factory
+    from tests.factories import BLUE, RED, image_bytes, lesion_image
+
+    port = free_port()
+    dermscreen = str(Path(sys.executable).parent / "dermscreen")
+    process = server([dermscreen, "serve", "--port", str(port)],
+                     DERMSCREEN_MODEL_BUNDLE=str(tiny_bundle))
+    base = f"http://127.0.0.1:{port}/api/v1"
+    wait_for(f"{base}/openapi.json", process)
+    with session_factory(f"sqlite:///{tmp_path}/web.db").begin() as session:
+        hospital = accounts.create_hospital(session, "Embedded General")
+        _, plaintext = accounts.issue_token(session, hospital)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("red.jpg", image_bytes(lesion_image(RED, size=(32, 32))))
+        bundle.writestr("blue.jpg", image_bytes(lesion_image(BLUE, size=(32, 32))))
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    response = requests.post(f"{base}/batches", headers=headers,
+                             files=[("files", ("lesions.zip", archive.getvalue()))])
+    assert response.status_code == 202, response.text
+    batch_url = f"http://127.0.0.1:{port}{response.headers['Location']}"
+    deadline = time.monotonic() + 120
+    while requests.get(batch_url, headers=headers).json()["status"] != "done":
+        assert time.monotonic() < deadline, "the embedded worker did not finish the batch"
+        time.sleep(0.5)
+    rows = requests.get(f"{batch_url}/results", headers=headers).json()["results"]
+    assert [(row["image"], row["status"], row["flagged"]) for row in rows] == [
+        ("red.jpg", "done", True), ("blue.jpg", "done", False)]
