@@ -1,0 +1,83 @@
+"""``dermscreen screen`` (embedded screening) and ``dermscreen worker`` (a Celery worker).
+
+    dermscreen screen ./lesions/ archive.zip          # progress bar, then a table
+    dermscreen screen ./lesions/ --json               # {"batch", "results", "summary"}
+    dermscreen worker --queues inference -c 1         # a GPU node
+    dermscreen worker --queues ingest,notify --beat   # a CPU node that also runs the reconciler
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from dermscreen.config import Config
+from dermscreen.worker import queues
+
+
+def format_table(report: dict) -> str:
+    """The results as a fixed-width table, flagged images first."""
+    lines = [f"{'image':40} {'status':7} {'melanoma':>8} {'flag':4}  diagnosis / error"]
+    for row in report["results"]:
+        probability = row["melanoma_probability"]
+        lines.append(
+            f"{row['image'][-40:]:40} {row['status']:7} "
+            f"{'' if probability is None else f'{probability:.3f}':>8} "
+            f"{'YES' if row['flagged'] else '':4}  {row['diagnosis'] or row['error'] or ''}"
+        )
+    counts = report["summary"]["counts"]
+    lines.append(f"\nbatch {report['batch']}: {counts['total']} images, {counts['done']} scored, "
+                 f"{counts['failed']} failed, {counts['flagged']} flagged as probable melanoma")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@click.option("--model", "bundle_dir", type=click.Path(exists=True, file_okay=False),
+              help="Score with this model bundle instead of the active one.")
+def screen(paths, as_json, bundle_dir):
+    """Screen image files, folders and zip/tar.gz archives on this machine (no services needed).
+
+    State (an SQLite database, the image store) goes under $DERMSCREEN_HOME.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dermscreen.bundle import BundleError
+    from dermscreen.registry import RegistryError
+    from dermscreen.worker.embedded import screen_paths
+
+    def progress(total: int):
+        return click.progressbar(length=total, label="scoring", file=sys.stderr, show_pos=True)
+
+    try:
+        report = screen_paths(Config.from_env(), list(paths), bundle_dir, progress)
+    except (BundleError, RegistryError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
+
+
+@click.command()
+@click.option("--queues", "-Q", "queue_names", default=",".join(queues.ALL), show_default=True,
+              help="Comma-separated queues to consume (GPU nodes: inference).")
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="Worker processes (default: one per CPU).")
+@click.option("--beat", is_flag=True, help="Also run the reconciler's schedule (one node only).")
+@click.option("--hostname", "-n", default=None, help="Worker node name (default celery@host).")
+@click.option("--loglevel", "-l", default="info", show_default=True)
+def worker(queue_names, concurrency, beat, hostname, loglevel):
+    """Start a Celery worker for the configured broker (DERMSCREEN_BROKER_URL)."""
+    from dermscreen.worker.celery_app import make_celery
+
+    argv = ["worker", f"--queues={queue_names}", f"--loglevel={loglevel}"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    if beat:
+        argv.append("--beat")
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    make_celery(Config.from_env()).worker_main(argv)

@@ -1,0 +1,157 @@
+"""Embedded mode: the whole pipeline on one machine with no services, state under $DERMSCREEN_HOME.
+
+    report = screen_paths(config, [Path("lesions/")])      # what `dermscreen screen` runs
+    worker = start_background_worker(config)                # what `dermscreen serve` starts
+
+``screen_paths`` submits files the way the API does and runs the worker's jobs in order in this
+process (ingest, then each chunk); ``start_background_worker`` runs a Celery worker in a thread on
+the filesystem broker, so the web app's enqueued tasks are handled by the same task code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import select
+
+from dermscreen import accounts
+from dermscreen.config import Config
+from dermscreen.db.migrate import upgrade
+from dermscreen.db.screening import Batch
+from dermscreen.db.session import session_factory
+from dermscreen.db.tenancy import Hospital
+from dermscreen.registry import active_version, register_bundle
+from dermscreen.results import batch_results, batch_summary
+from dermscreen.submissions import submit_batch
+from dermscreen.worker import jobs, queues
+from dermscreen.worker.celery_app import app_for
+from dermscreen.worker.notifier import DeliveryFailed
+
+LOCAL_HOSPITAL = "Local screening"
+# The keys of each result that `dermscreen screen --json` prints.
+RESULT_KEYS = ("image", "status", "melanoma_probability", "diagnosis", "probabilities", "flagged",
+               "error")
+log = logging.getLogger(__name__)
+
+
+def prepare_home(config: Config) -> None:
+    """Create $DERMSCREEN_HOME and bring its SQLite database to the latest schema."""
+    config.home.mkdir(parents=True, exist_ok=True)
+    if config.database_url.startswith("sqlite"):
+        upgrade(config.database_url)
+
+
+def local_hospital(session) -> Hospital:
+    """The hospital that embedded screening submits as (created on first use)."""
+    hospital = session.scalar(select(Hospital).where(Hospital.name == LOCAL_HOSPITAL))
+    return hospital or accounts.create_hospital(session, LOCAL_HOSPITAL)
+
+
+def collect_files(paths: list[Path]) -> list[tuple[str, Path]]:
+    """(name, path) of every file named or found under a named folder (hidden ones skipped)."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(path.rglob("*")):
+                relative = file.relative_to(path)
+                if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+                    found.append((relative.as_posix(), file))
+        else:
+            found.append((path.name, path))
+    return found
+
+
+class _Silent:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        return False
+
+    def update(self, _count: int) -> None:
+        pass
+
+
+def screen_paths(config: Config, paths: list[Path], bundle_dir: str | None = None,
+                 progress: Callable[[int], object] = lambda total: _Silent()) -> dict:
+    """Screen files, folders and archives; return ``{"batch", "results", "summary"}``.
+
+    ``bundle_dir`` scores with that bundle instead of the active model version. ``progress(total)``
+    makes a context manager with ``update(n)`` (e.g. ``click.progressbar``) for the images scored.
+    """
+    prepare_home(config)
+    sessions = session_factory(config.database_url)
+    with sessions.begin() as session:
+        hospital = local_hospital(session)
+        if bundle_dir:
+            register_bundle(session, bundle_dir)
+        else:
+            active_version(session, config)
+    with ExitStack() as stack, sessions.begin() as session:
+        uploads = [(name, stack.enter_context(open(path, "rb")))
+                   for name, path in collect_files(paths)]
+        batch_id = submit_batch(session, config, hospital.id, uploads).id
+    chunks = jobs.run_ingest(config, batch_id)
+    with progress(sum(len(chunk) for chunk in chunks)) as bar:
+        for chunk in chunks:
+            outcome = jobs.run_predict_chunk(config, chunk, bundle_dir)
+            for delivery_id in outcome.delivery_ids:
+                try:
+                    jobs.run_deliver(config, delivery_id)
+                except DeliveryFailed as failure:  # stays pending for a worker's retries
+                    log.warning("alert delivery %s failed: %s", delivery_id, failure)
+            bar.update(len(chunk))
+    with sessions() as session:
+        batch = session.get(Batch, batch_id)
+        rows = batch_results(session, batch)
+        return {"batch": batch_id,
+                "results": [{key: row[key] for key in RESULT_KEYS} for row in rows],
+                "summary": batch_summary(session, batch)}
+
+
+@dataclass
+class BackgroundWorker:
+    """A Celery worker consuming every queue in a daemon thread, and the reconciler's timer."""
+
+    controller: object
+    thread: threading.Thread
+    stopping: threading.Event
+
+    def stop(self, timeout: float = 10) -> None:
+        self.stopping.set()
+        self.controller.stop(in_sighandler=False)
+        self.thread.join(timeout)
+
+
+def start_background_worker(config: Config) -> BackgroundWorker:
+    """Start the embedded worker for ``serve``: the real tasks, in-process, one at a time."""
+    app = app_for(config)
+    app.loader.import_default_modules()
+    controller = app.WorkController(
+        pool_cls="solo", concurrency=1, queues=list(queues.ALL),
+        hostname=f"embedded-{os.getpid()}@{socket.gethostname()}",
+        without_heartbeat=True, without_mingle=True, without_gossip=True,
+    )
+
+    def run() -> None:
+        app.set_current()  # tasks resolve their app (and its Config) through this thread's
+        controller.start()
+
+    thread = threading.Thread(target=run, name="dermscreen-worker", daemon=True)
+    thread.start()
+    stopping = threading.Event()
+
+    def reconcile_periodically() -> None:
+        while not stopping.wait(config.reconcile_interval_seconds):
+            app.send_task(queues.RECONCILE_TASK)
+
+    threading.Thread(target=reconcile_periodically, name="dermscreen-reconciler",
+                     daemon=True).start()
+    return BackgroundWorker(controller, thread, stopping)

@@ -1,0 +1,134 @@
+"""`dermscreen screen` end to end on the embedded default (SQLite under $DERMSCREEN_HOME), and the
+embedded background worker that `dermscreen serve` starts."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from dermscreen.cli import main
+from dermscreen.db import Batch, BatchStatus, Delivery, DeliveryStatus
+from dermscreen.submissions import submit_batch
+from dermscreen.worker.dispatch import enqueue_ingest
+from dermscreen.worker.embedded import start_background_worker
+from tests.worker.conftest import blue, hostile_batch, red, zip_bytes
+from tests.worker.receivers import WebhookReceiver
+
+
+@pytest.fixture
+def lesions(tmp_path):
+    folder = tmp_path / "lesions"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "red.jpg").write_bytes(red())
+    (folder / "sub" / "blue.png").write_bytes(blue())
+    (folder / "corrupt.jpg").write_bytes(red()[:800])
+    (folder / ".DS_Store").write_bytes(b"finder junk")
+    archive = tmp_path / "more.zip"
+    archive.write_bytes(zip_bytes({"more/red2.jpg": red(2)}))
+    return folder, archive
+
+
+def run_screen(tmp_path, *args):
+    env = {"DERMSCREEN_HOME": str(tmp_path / "home"), "DERMSCREEN_DATABASE_URL": "",
+           "DERMSCREEN_BROKER_URL": "", "DERMSCREEN_STORE_DIR": "",
+           "DERMSCREEN_MAX_IMAGE_PIXELS": "1000000"}
+    result = CliRunner().invoke(main, ["screen", *map(str, args)], env=env)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_screen_json_on_a_folder_and_an_archive(tmp_path, lesions, tiny_bundle):
+    folder, archive = lesions
+    result = run_screen(tmp_path, folder, archive, "--json", "--model", tiny_bundle)
+
+    report = json.loads(result.stdout)
+    assert set(report) == {"batch", "results", "summary"}
+    rows = {row["image"]: row for row in report["results"]}
+    assert set(rows) == {"red.jpg", "blue.png", "corrupt.jpg", "more/red2.jpg"}
+    for row in report["results"]:
+        assert list(row) == ["image", "status", "melanoma_probability", "diagnosis",
+                             "probabilities", "flagged", "error"]
+        assert row["status"] in {"done", "failed"}
+    assert [row["image"] for row in report["results"]][:2] == sorted(
+        ["red.jpg", "more/red2.jpg"], key=lambda name: -rows[name]["melanoma_probability"])
+    assert rows["red.jpg"]["flagged"] and rows["red.jpg"]["diagnosis"] == "melanoma"
+    assert not rows["blue.png"]["flagged"] and rows["blue.png"]["diagnosis"] == "nevus"
+    assert rows["corrupt.jpg"]["status"] == "failed" and "corrupt image" in rows["corrupt.jpg"]["error"]
+    assert rows["corrupt.jpg"]["melanoma_probability"] is None
+    assert report["summary"]["status"] == "done"
+    assert report["summary"]["counts"] == {"total": 4, "done": 3, "failed": 1, "flagged": 2,
+                                           "pending": 0}
+    assert (tmp_path / "home" / "dermscreen.db").is_file()
+
+
+def test_screen_prints_a_table_and_refuses_hostile_archives(tmp_path, tiny_bundle):
+    for name, data in hostile_batch().items():
+        (tmp_path / name).write_bytes(data)
+    names = [tmp_path / name for name in hostile_batch()]
+
+    result = run_screen(tmp_path, *names, "--model", tiny_bundle)
+
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["image", "status", "melanoma", "flag"]
+    table = {line.split()[0]: line for line in lines[1:] if line.strip()}
+    assert "YES" in table["red.jpg"] and "melanoma" in table["red.jpg"]
+    assert "outside the archive" in table["traversal.zip"]
+    assert "a link" in table["symlink.tar.gz"]
+    assert "compression ratio" in table["bomb.zip"]
+    assert "decompression bomb" in table["lesions/bomb.png"]
+    assert "9 images, 3 scored, 6 failed, 2 flagged" in result.stdout
+
+
+def test_screen_without_a_usable_bundle_says_why(tmp_path, lesions):
+    folder, _ = lesions
+    env = {"DERMSCREEN_HOME": str(tmp_path / "home"), "DERMSCREEN_DATABASE_URL": "",
+           "DERMSCREEN_MODEL_BUNDLE": str(tmp_path / "missing")}
+    result = CliRunner().invoke(main, ["screen", str(folder)], env=env)
+    assert result.exit_code == 1
+    assert "is not a model bundle" in result.output
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_background_worker_runs_the_real_tasks_on_the_filesystem_broker(
+        sessions, config, make_hospital):
+    assert config.embedded
+    with WebhookReceiver() as hook:
+        hospital = make_hospital(webhook_url=hook.url)
+        with sessions.begin() as session:
+            uploads = [("red.jpg", io.BytesIO(red())), ("blue.png", io.BytesIO(blue())),
+                       ("bad.jpg", io.BytesIO(b"not an image"))]
+            batch_id = submit_batch(session, config, hospital.id, uploads).id
+        worker = start_background_worker(config)
+        try:
+            enqueue_ingest(config, batch_id)
+
+            def finished():
+                with sessions() as session:
+                    batch = session.get(Batch, batch_id)
+                    return batch.status is BatchStatus.DONE and batch
+
+            batch = wait_for(finished, 60, "the batch to be scored")
+            assert (batch.done_images, batch.failed_images, batch.flagged_images) == (2, 1, 1)
+
+            def delivered():
+                with sessions() as session:
+                    return session.scalar(select(Delivery.status)) is DeliveryStatus.SENT
+
+            wait_for(delivered, 30, "the webhook delivery")
+            assert [body["image"] for _, body in hook.calls] == ["red.jpg"]
+        finally:
+            worker.stop()
