@@ -89,8 +89,8 @@ def wait_for(url: str, process, seconds: float = 60) -> requests.Response:
         if process.poll() is not None:
             raise AssertionError(f"server exited: {process.stdout.read()}")
         try:
-            return requests.get(url, timeout=2)
-        except requests.ConnectionError:
+            return requests.get(url, timeout=10)
+        except (requests.ConnectionError, requests.Timeout):  # not listening, or still loading
             time.sleep(0.3)
     raise AssertionError(f"{url} did not answer within {seconds}s")
 
