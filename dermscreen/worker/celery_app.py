@@ -19,8 +19,6 @@ from celery import Celery
 from dermscreen.config import Config
 from dermscreen.worker import queues
 
-# How long before the hard limit a task is told to stop (SoftTimeLimitExceeded).
-SOFT_LIMIT_MARGIN = 30
 TASK_MODULES = ["dermscreen.worker.tasks"]
 # PAGES' heatmap task, included once that module exists in the tree.
 OPTIONAL_TASK_MODULES = ["dermscreen.worker.heatmap_tasks"]
@@ -35,7 +33,10 @@ def broker_options(config: Config) -> dict:
         return {"data_folder_in": str(folders["queue"]), "data_folder_out": str(folders["queue"]),
                 "processed_folder": str(folders["processed"]), "store_processed": False,
                 "control_folder": str(folders["control"])}
-    return {"visibility_timeout": config.visibility_timeout}
+    # Look for a dead worker's messages a few times per visibility timeout (at most every 10 s).
+    return {"visibility_timeout": config.visibility_timeout,
+            "unacked_restore_interval": max(1, min(10, config.visibility_timeout // 5)),
+            "unacked_restore_throttle": 1}
 
 
 def make_celery(config: Config | None = None) -> Celery:
@@ -57,7 +58,8 @@ def make_celery(config: Config | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_time_limit=config.task_time_limit,
-        task_soft_time_limit=config.task_time_limit - SOFT_LIMIT_MARGIN,
+        # A task is told to stop (SoftTimeLimitExceeded) a little before it is killed.
+        task_soft_time_limit=config.task_time_limit - min(30, config.task_time_limit // 10),
         task_routes=queues.ROUTES,
         task_default_queue=queues.INGEST,
         beat_schedule={

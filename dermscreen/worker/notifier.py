@@ -3,7 +3,7 @@
     status = deliver(sessions, config, delivery_id)   # raises DeliveryFailed(retry_in) to retry
 
 A delivery is claimed in its own committed transaction before anything is sent (``next_attempt_at``
-moves past the send's time limit), so a duplicate or redelivered message finds it claimed or sent
+moves past the task time limit), so a duplicate or redelivered message finds it claimed or sent
 and sends nothing. A failed attempt records its error and the back-off before the next one
 (doubling, at most an hour); after ``notify_max_retries`` retries the delivery is ``failed``.
 The delivery's dedupe key travels with the message (webhook ``Idempotency-Key`` header, email
@@ -28,8 +28,6 @@ from dermscreen.db.base import utcnow
 from dermscreen.db.screening import Image, Prediction
 
 SEND_TIMEOUT = 30
-# A claim outlives the deliver task's hard time limit, so only a dead worker's claim expires.
-CLAIM_SECONDS = 300
 MAX_BACKOFF = 3600
 
 
@@ -102,13 +100,14 @@ def send_webhook(target: str, message: dict) -> None:
     response.raise_for_status()
 
 
-def _claim(session: Session, delivery_id: int) -> bool:
+def _claim(session: Session, config: Config, delivery_id: int) -> bool:
+    """Claim a due delivery for as long as a task may run, so only a dead worker's claim ends."""
     now = utcnow()
     return bool(session.execute(
         update(Delivery)
         .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.PENDING,
                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now))
-        .values(next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS),
+        .values(next_attempt_at=now + timedelta(seconds=config.task_time_limit),
                 attempts=Delivery.attempts + 1)
         .execution_options(synchronize_session=False)
     ).rowcount)
@@ -117,7 +116,7 @@ def _claim(session: Session, delivery_id: int) -> bool:
 def deliver(sessions: sessionmaker, config: Config, delivery_id: int) -> DeliveryStatus | None:
     """Send delivery ``delivery_id`` once; None when it is not due (claimed, sent or waiting)."""
     with sessions.begin() as session:
-        if not _claim(session, delivery_id):
+        if not _claim(session, config, delivery_id):
             return None
         delivery = session.get(Delivery, delivery_id)
         channel, target = delivery.channel, delivery.target

@@ -32,8 +32,7 @@ def predict_chunk(self, image_ids: list[str]) -> None:
     dispatch.enqueue_heatmaps(config, outcome.flagged_image_ids)
 
 
-@shared_task(bind=True, name=queues.DELIVER_TASK, soft_time_limit=90, time_limit=120,
-             **DATABASE_RETRY)
+@shared_task(bind=True, name=queues.DELIVER_TASK, **DATABASE_RETRY)
 def deliver(self, delivery_id: int) -> None:
     config = task_config(self.app)
     try:
