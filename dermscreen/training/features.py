@@ -112,8 +112,9 @@ def cache_features(records: pd.DataFrame, spec: CacheSpec, root: Path, batch: in
     paths = list(records["path"])
     for first in range(start, len(paths), batch):
         chunk = paths[first:first + batch]
-        # Seeded per chunk, so a resumed run draws the same views as an uninterrupted one.
-        random.seed(spec.seed * 1_000_003 + first)
+        # Seeded per chunk: a resumed run draws the same views as an uninterrupted one (same batch).
+        random.seed(spec.seed * 1_000_003 + first)  # Augmentor draws from both generators
+        np.random.seed((spec.seed * 1_000_003 + first) % 2**32)
         views = np.stack([np.stack(_views(path, spec, augment)) for path in chunk])
         flat = views.reshape(-1, spec.size, spec.size, 3)
         out = session.run(None, {name: flat})[0]

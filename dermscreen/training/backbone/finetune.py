@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import click
+import keras
 import numpy as np
 import pandas as pd
 import yaml
@@ -143,8 +144,6 @@ def sample_weights(labels: np.ndarray, sources: np.ndarray, source_balance: bool
 
 def classifier(trunk, dropout: float):
     """Pool, dropout and a dense layer of class logits on top of a trunk (shared layer names)."""
-    import keras
-
     x = keras.layers.GlobalAveragePooling2D(name="pool")(trunk.output)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     logits = keras.layers.Dense(len(CLASSES), name="logits")(x)
@@ -154,8 +153,6 @@ def classifier(trunk, dropout: float):
 def top_model(config: FinetuneConfig, feature_shape):
     """Blocks ``cut``.. and the head with pretrained weights (batch norms frozen), plus a new
     classifier: the part that is trained on cached features."""
-    import keras
-
     from dermscreen.training.backbone.efficientnet_lite import copy_weights, efficientnet_lite0
 
     full = efficientnet_lite0((config.size, config.size, 3))
@@ -180,39 +177,34 @@ def image_model(config: FinetuneConfig, trained):
     return model
 
 
-class ViewBatches:
+class ViewBatches(keras.utils.PyDataset):
     """Training batches from the cache: every epoch each image once, in one random view."""
 
-    def __new__(cls, features, rows, labels, weights, config: FinetuneConfig, epoch_seed: int):
-        import keras
+    def __init__(self, features, rows, labels, weights, config: FinetuneConfig):
+        super().__init__()
+        self.features, self.rows, self.labels, self.weights = features, rows, labels, weights
+        self.config, self.epoch = config, 0
+        self._draw()
 
-        class Batches(keras.utils.PyDataset):
-            def __init__(self):
-                super().__init__()
-                self.epoch = 0
-                self._draw()
+    def _draw(self):
+        rng = np.random.default_rng([self.config.seed, self.epoch])
+        self.order = rng.permutation(len(self.rows))
+        self.views = rng.integers(0, self.features.shape[1], len(self.rows))
 
-            def _draw(self):
-                rng = np.random.default_rng(config.seed * 7919 + epoch_seed + self.epoch)
-                self.order = rng.permutation(len(rows))
-                self.views = rng.integers(0, features.shape[1], len(rows))
+    def __len__(self):
+        return int(np.ceil(len(self.rows) / self.config.batch_size))
 
-            def __len__(self):
-                return int(np.ceil(len(rows) / config.batch_size))
+    def __getitem__(self, index):
+        size = self.config.batch_size
+        pick = self.order[index * size:(index + 1) * size]
+        pick = pick[np.argsort(self.rows[pick])]  # sequential reads from the memory map
+        x = self.features[self.rows[pick], self.views[pick]].astype(np.float32)
+        y = keras.utils.to_categorical(self.labels[pick], len(CLASSES))
+        return x, y, self.weights[pick]
 
-            def __getitem__(self, index):
-                pick = self.order[index * config.batch_size:(index + 1) * config.batch_size]
-                sort = np.argsort(rows[pick])  # sequential reads from the memory map
-                pick = pick[sort]
-                x = features[rows[pick], self.views[pick]].astype(np.float32)
-                y = keras.utils.to_categorical(labels[pick], len(CLASSES))
-                return x, y, weights[pick]
-
-            def on_epoch_end(self):
-                self.epoch += 1
-                self._draw()
-
-        return Batches()
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._draw()
 
 
 def plain_logits(model, features, rows, batch: int = 128) -> np.ndarray:
@@ -254,8 +246,6 @@ def plot_curves(history: pd.DataFrame, path: Path, title: str) -> None:
 def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, train_w,
         val_rows, val_y, val_sources, resume: bool, log=print):
     """Train the top model; return it with the best epoch's weights, and the history."""
-    import keras
-
     checkpoints = folder / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     state_path = checkpoints / "state.json"
@@ -301,7 +291,7 @@ def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, tra
             frame.to_csv(folder / "history.csv")
             plot_curves(frame.reset_index(drop=True), folder / "training_curves.png", config.name)
 
-    model.fit(ViewBatches(features, train_rows, train_y, train_w, config, 0),
+    model.fit(ViewBatches(features, train_rows, train_y, train_w, config),
               epochs=config.epochs, initial_epoch=initial_epoch, verbose=2, callbacks=[Track()])
     model.load_weights(checkpoints / "best.weights.h5")
     return model, history
@@ -309,7 +299,6 @@ def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, tra
 
 def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
     """The whole run (see the module docstring); returns the bundle's path."""
-    import keras
     import tensorflow as tf
 
     from dermscreen.training.onnx_export import export_onnx

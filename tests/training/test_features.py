@@ -1,0 +1,107 @@
+"""Feature cache of the frozen backbone bottom, and the fine-tuning pieces built on it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermscreen.bundle import to_model_input
+from dermscreen.training.backbone.efficientnet_lite import copy_weights, efficientnet_lite0
+from dermscreen.training.backbone.finetune import (
+    FinetuneConfig, classifier, image_model, load_config, sample_weights, top_model,
+)
+from dermscreen.training.features import CacheSpec, cache_features, load_cache
+from tests.factories import BLUE, RED, lesion_image
+
+SIZE = 32
+
+
+@pytest.fixture
+def backbone_weights(tmp_path):
+    path = tmp_path / "lite0.weights.h5"
+    efficientnet_lite0((SIZE, SIZE, 3)).save_weights(path)
+    return str(path)
+
+
+@pytest.fixture
+def records(tmp_path):
+    paths = []
+    for index, color in enumerate([RED, BLUE, RED]):
+        path = tmp_path / f"img{index}.png"
+        lesion_image(color, size=(40, 48), seed=index).save(path)
+        paths.append(str(path))
+    return pd.DataFrame({"path": paths})
+
+
+def test_cache_holds_plain_view_first_and_is_reproducible(tmp_path, records, backbone_weights):
+    spec = CacheSpec(backbone_weights, size=SIZE, cut=3, views=3, seed=1)
+    folder = cache_features(records, spec, tmp_path / "a", batch=2, progress=lambda _: None)
+    cached, features = load_cache(folder)
+    assert list(cached["path"]) == list(records["path"])
+    bottom = efficientnet_lite0((SIZE, SIZE, 3), stop=3)
+    copy_weights(_loaded(backbone_weights), bottom)
+    assert features.shape == (3, 3, *bottom.output.shape[1:]) and features.dtype == np.float16
+    plain = np.asarray(bottom(np.stack([to_model_input(p, (SIZE, SIZE)) for p in records["path"]])))
+    scale = np.abs(plain).max()
+    assert np.abs(features[:, 0] - plain).max() < 1e-2 * scale  # float16 storage
+    for view in (1, 2):  # augmented views differ from the plain one
+        assert np.abs(features[:, view] - plain).mean() > 1e-2 * np.abs(plain).mean()
+    again = load_cache(cache_features(records, spec, tmp_path / "b", batch=2, progress=lambda _: None))[1]
+    np.testing.assert_array_equal(features[:], again[:])
+
+
+def test_interrupted_cache_resumes(tmp_path, records, backbone_weights):
+    spec = CacheSpec(backbone_weights, size=SIZE, cut=2, views=2, seed=0)
+    folder = cache_features(records, spec, tmp_path, batch=2, progress=lambda _: None)
+    complete = np.array(load_cache(folder)[1])
+    meta_path = folder / "meta.json"
+    meta_path.write_text(meta_path.read_text().replace('"done": 3', '"done": 2'))
+    with pytest.raises(RuntimeError):
+        load_cache(folder)
+    messages = []
+    cache_features(records, spec, tmp_path, batch=2, progress=messages.append)
+    assert len(messages) == 1  # only the last chunk was computed again
+    np.testing.assert_array_equal(load_cache(folder)[1], complete)
+
+
+def _loaded(path):
+    model = efficientnet_lite0((SIZE, SIZE, 3))
+    model.load_weights(path)
+    return model
+
+
+def test_sample_weights_balance_sources_then_classes():
+    labels = np.array([0, 0, 0, 1, 0, 1])
+    sources = np.array(["a", "a", "a", "a", "b", "b"])
+    weights = sample_weights(labels, sources, source_balance=True)
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights[labels == 0].sum() == pytest.approx(weights[labels == 1].sum())
+    # Within a class, source b's images (fewer) weigh more than source a's.
+    assert weights[4] > weights[0] and weights[5] > weights[3]
+    plain = sample_weights(labels, sources, source_balance=False)
+    assert plain[labels == 0].sum() == pytest.approx(plain[labels == 1].sum())
+
+
+def test_shipped_model_equals_bottom_then_trained_top(backbone_weights):
+    config = FinetuneConfig(backbone_weights=backbone_weights, size=SIZE, cut=12, dropout=0.0)
+    bottom = efficientnet_lite0((SIZE, SIZE, 3), stop=12)
+    copy_weights(_loaded(backbone_weights), bottom)
+    top = top_model(config, bottom.output.shape[1:])
+    dense = top.get_layer("logits")
+    dense.set_weights([np.random.default_rng(0).normal(size=w.shape).astype(np.float32)
+                       for w in dense.get_weights()])
+    images = np.random.default_rng(1).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    shipped = image_model(config, top)
+    np.testing.assert_allclose(np.asarray(shipped(images)), np.asarray(top(bottom(images))),
+                               rtol=1e-4, atol=1e-4)
+    assert not any(layer.trainable for layer in top.layers if "bn" in layer.name)
+    assert classifier(efficientnet_lite0((SIZE, SIZE, 3)), 0.1).output.shape[-1] == 9
+
+
+def test_preset_loads_with_overrides():
+    config = load_config("dermscreen/training/presets/efficientnet_lite0.yaml", ["epochs=1", "views=2"])
+    assert config.epochs == 1 and config.views == 2
+    assert {spec.get("split") for spec in config.train} == {None, "train", "val"}
+    assert all(spec.get("split") != "train" or "test" not in spec["path"] for spec in config.test.values())
+    assert config.test["isic2017_test"]["split"] == "test"
