@@ -18,7 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from dermscreen.config import Config
 from dermscreen.db.migrate import upgrade
@@ -194,7 +194,7 @@ def make_scored_batch(sessions, make_hospital):
         hospital = hospital or make_hospital()
         scores = scores if scores is not None else {"red.jpg": 0.9, "blue.jpg": 0.1}
         with sessions.begin() as session:
-            version = session.query(ModelVersion).filter_by(active=True).one_or_none()
+            version = session.scalar(select(ModelVersion).where(ModelVersion.active.is_(True)))
             if version is None:
                 version = ModelVersion(version=f"test-{next(_sequence)}", path="/nowhere",
                                        classes=CLASSES, alert_threshold=threshold, card={},
