@@ -200,6 +200,8 @@ def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
     shoot(page, "upload")
     drop_file(page, "[data-dropzone]", "lesions.zip", lesion_archive(), "application/zip")
     assert "lesions.zip" in page.locator(".file-list").inner_text()
+    polls = []
+    page.on("request", lambda request: polls.append(request.url) if request.url.endswith("/progress") else None)
     page.get_by_role("button", name="Upload and screen").click()
     page.wait_for_url(re.compile(r"/batches/[0-9a-f]{32}$"))
     batch_url = page.url
@@ -207,6 +209,7 @@ def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
 
     # Progress: the page polls the counters and reloads into the results when the batch is done.
     page.locator("table#results").wait_for(timeout=WORK_SECONDS * 1000)
+    assert polls, "the batch page never polled its progress"
     progress = page.locator("#batch-progress")
     assert progress.get_attribute("value") == progress.get_attribute("max") == "5"
     assert "done: 5 of 5 images (1 failed, 2 flagged)" in page.locator("[data-progress-text]").inner_text()

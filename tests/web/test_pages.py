@@ -239,7 +239,7 @@ def test_stored_heatmap_is_shown_behind_a_toggle(sign_in, make_user, case, sessi
         image.heatmap_path = str(out)
     client = sign_in(make_user(Role.DERMATOLOGIST, hospital=case.hospital))
     page = client.get(f"/cases/{case.red.id}").text
-    assert 'type="checkbox" id="show-heatmap"' in page and '<label for="show-heatmap">' in page
+    assert 'type="checkbox" id="show-heatmap"' in page and 'for="show-heatmap">Show Grad-CAM' in page
     assert "Compute heatmap" not in page
     heatmap = client.get(f"/images/{case.red.id}/heatmap")
     assert heatmap.status_code == 200 and heatmap.data.startswith(b"\x89PNG")

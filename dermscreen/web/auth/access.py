@@ -13,7 +13,7 @@ from functools import wraps
 from flask import abort
 from flask_login import UserMixin, current_user, login_required
 
-from dermscreen.db.tenancy import Role, User
+from dermscreen.db.tenancy import Hospital, Role, User
 from dermscreen.web.extensions import database, login_manager
 
 login_manager.login_view = "auth.login"
@@ -86,3 +86,10 @@ def tenant_filter(query, model):
     if current_user.hospital_id is None:
         return query
     return query.where(model.hospital_id == current_user.hospital_id)
+
+
+def audit_scope():
+    """What a list page covers, for the audit log: the user's hospital, or (admins) the user."""
+    if current_user.hospital_id is not None:
+        return database.session.get(Hospital, current_user.hospital_id)
+    return database.session.get(User, current_user.id)

@@ -10,7 +10,7 @@ from dermscreen import results, submissions
 from dermscreen.db import audit
 from dermscreen.db.screening import Batch
 from dermscreen.db.tenancy import Role
-from dermscreen.web.auth.access import role_required, tenant_filter, tenant_get
+from dermscreen.web.auth.access import audit_scope, role_required, tenant_filter, tenant_get
 from dermscreen.web.extensions import database
 from dermscreen.web.pages import bp
 from dermscreen.web.pages.forms import UploadForm
@@ -35,6 +35,9 @@ def home():
 def batches():
     query = tenant_filter(select(Batch), Batch).order_by(Batch.created_at.desc()).limit(BATCH_LIST_LIMIT)
     rows = [results.batch_summary(database.session, batch) for batch in database.session.scalars(query)]
+    audit.record(database.session, "view_batches", audit_scope(), user_id=current_user.id,
+                 hospital_id=current_user.hospital_id, shown=len(rows))
+    database.session.commit()
     return render_template("pages/batches.html", batches=rows)
 
 
