@@ -191,6 +191,15 @@ def drop_file(page, selector: str, name: str, data: bytes, mime: str) -> None:
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
 
 
+def wait_for_heatmap(page) -> None:
+    """Reload the case page until the worker has stored its heatmap."""
+    deadline = time.monotonic() + WORK_SECONDS
+    while page.locator("#show-heatmap").count() == 0:
+        assert time.monotonic() < deadline, "no heatmap from the worker"
+        time.sleep(1)
+        page.reload()
+
+
 def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
     page = sign_in(browser, site, "derm")
     assert page.url.endswith("/alerts")
@@ -230,11 +239,7 @@ def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
     page.goto(batch_url)
     page.locator("#results tbody tr.flagged a", has_text="Open case").first.click()
     case_url = page.url
-    deadline = time.monotonic() + WORK_SECONDS
-    while page.locator("#show-heatmap").count() == 0:
-        assert time.monotonic() < deadline, "no heatmap from the worker"
-        time.sleep(1)
-        page.reload()
+    wait_for_heatmap(page)
     heatmap = page.locator("img.heatmap")
     assert heatmap.evaluate("(img) => img.naturalWidth") > 0
     assert heatmap.evaluate("(img) => getComputedStyle(img).opacity") == "0"
@@ -259,6 +264,13 @@ def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
     assert page.locator("tbody tr").first.locator(".badge").inner_text() == "pending"
     assert page.locator("tbody .badge", has_text="acknowledged").count() == 1
     shoot(page, "alerts")
+
+    # An unflagged case has no heatmap until a dermatologist asks the worker for one.
+    page.goto(batch_url)
+    page.locator("#results tbody tr:not(.flagged) a", has_text="Open case").first.click()
+    assert page.locator("#show-heatmap").count() == 0
+    page.get_by_role("button", name="Compute heatmap").click()
+    wait_for_heatmap(page)
 
     # Review loop: the page counts the review, the export holds it in the training layout.
     page.goto(f"{site['base']}/reviews")
