@@ -219,8 +219,9 @@ def export_bundle(folder: Path, model, config: TrainConfig, records: pd.DataFram
 
     originals = records[records["augmented_from"] == ""]
     seen_ids = sorted(set(originals["image_id"]))
-    inference_model = keras.models.clone_model(model)
-    inference_model.set_weights(model.get_weights())
+    # A functional wrapper shares the layers but not the optimizer, whose Adam slots would
+    # triple the file (clone_model keeps them).
+    inference_model = keras.Model(model.inputs, model.outputs, name=model.name)
     metadata = {
         "name": config.name,
         "version": config.version,

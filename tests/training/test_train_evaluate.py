@@ -48,6 +48,9 @@ def test_train_then_evaluate(folder_dataset, csv_dataset, tmp_path):
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 2 and state["config"]["epochs"] == 2
     assert (run / "training_curves.png").stat().st_size > 0
+    # the bundle holds no optimizer slots (Adam's two per weight sit in the checkpoint only)
+    bundle_bytes = (run / "bundle" / "model.keras").stat().st_size
+    assert bundle_bytes < 0.5 * (run / "checkpoints" / "last.keras").stat().st_size
     assert (run / "bundle" / "README.md").read_text().startswith("# Model card")
 
     # a recoloured copy of a training image under a new id must be dropped as a near-duplicate
