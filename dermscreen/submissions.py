@@ -23,6 +23,7 @@ import csv
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterable
 
@@ -153,13 +154,8 @@ def _store(stream: BinaryIO, destination: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def submit_batch(session: Session, config: Config, hospital_id: int, files: Iterable[Upload],
-                 metadata_csv: BinaryIO | None = None, token_id: int | None = None,
-                 user_id: int | None = None) -> Batch:
-    """Stream the uploads to the batch's upload directory and add the Batch row (received)."""
-    batch_id = new_uid()
-    upload_dir = Path(config.store_dir) / "uploads" / batch_id
-    (upload_dir / "files").mkdir(parents=True)
+def _store_uploads(files: Iterable[Upload], metadata_csv: BinaryIO | None,
+                   upload_dir: Path) -> dict:
     manifest: dict = {"files": [], "metadata": None}
     for index, (filename, stream) in enumerate(files):
         relative = f"files/{index:04d}"
@@ -170,6 +166,21 @@ def submit_batch(session: Session, config: Config, hospital_id: int, files: Iter
         _store(metadata_csv, upload_dir / METADATA)
         manifest["metadata"] = METADATA
     (upload_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def submit_batch(session: Session, config: Config, hospital_id: int, files: Iterable[Upload],
+                 metadata_csv: BinaryIO | None = None, token_id: int | None = None,
+                 user_id: int | None = None) -> Batch:
+    """Stream the uploads to the batch's upload directory and add the Batch row (received)."""
+    batch_id = new_uid()
+    upload_dir = Path(config.store_dir) / "uploads" / batch_id
+    (upload_dir / "files").mkdir(parents=True)
+    try:
+        manifest = _store_uploads(files, metadata_csv, upload_dir)
+    except BaseException:
+        shutil.rmtree(upload_dir, ignore_errors=True)  # a broken upload leaves nothing behind
+        raise
 
     batch = Batch(id=batch_id, hospital_id=hospital_id, status=BatchStatus.RECEIVED,
                   upload_dir=str(upload_dir), submitted_by_token_id=token_id,

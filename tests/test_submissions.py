@@ -1,6 +1,7 @@
 """Submission helpers: upload names, file kinds and the metadata CSV."""
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,28 @@ def test_metadata_that_is_not_utf8_is_refused():
     with pytest.raises(UploadRefused, match="UTF-8") as refused:
         read_metadata(io.BytesIO(b"image\n\xff\xfe\xfa.jpg\n"))
     assert refused.value.status == 400
+
+
+class BrokenStream(io.BytesIO):
+    """A client that hangs up after the first block."""
+
+    def read(self, size=-1):
+        if self.tell() > 0:
+            raise OSError("connection reset by peer")
+        return super().read(4)
+
+
+def test_a_broken_upload_leaves_no_files_and_no_batch(config, sessions, make_hospital):
+    from sqlalchemy import select
+
+    from dermscreen.db import Batch
+    from dermscreen.submissions import submit_batch
+
+    hospital = make_hospital()
+    good = io.BytesIO(image_bytes(lesion_image(size=(16, 16))))
+    with sessions() as session, pytest.raises(OSError, match="reset"):
+        submit_batch(session, config, hospital.id, [("a.jpg", good),
+                                                    ("b.jpg", BrokenStream(b"\xff\xd8\xff" * 9))])
+    with sessions() as session:
+        assert session.scalars(select(Batch)).all() == []
+    assert list((Path(config.store_dir) / "uploads").iterdir()) == []
