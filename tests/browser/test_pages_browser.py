@@ -149,9 +149,27 @@ def browser():
         chromium.close()
 
 
+# Script errors and Content-Security-Policy violations of every page the tests open.
+PAGE_ERRORS: list[str] = []
+
+
+def watch(page):
+    page.on("pageerror", lambda error: PAGE_ERRORS.append(f"{page.url}: {error}"))
+    page.on("console", lambda message: PAGE_ERRORS.append(f"{page.url}: {message.text}")
+            if "Content Security Policy" in message.text else None)
+    return page
+
+
+@pytest.fixture(autouse=True)
+def no_page_errors():
+    PAGE_ERRORS.clear()
+    yield
+    assert PAGE_ERRORS == []
+
+
 def sign_in(browser, site, who: str, width: int = 1280):
     context = browser.new_context(viewport={"width": width, "height": 900}, accept_downloads=True)
-    page = context.new_page()
+    page = watch(context.new_page())
     page.set_default_timeout(15_000)
     page.goto(f"{site['base']}/login")
     page.get_by_label("Email").fill(site["emails"][who])
@@ -309,7 +327,7 @@ def test_pages_fit_narrow_screens_label_fields_and_have_contrast(browser, site):
     }
     problems = []
     for width in WIDTHS:
-        anonymous = browser.new_context(viewport={"width": width, "height": 900}).new_page()
+        anonymous = watch(browser.new_context(viewport={"width": width, "height": 900}).new_page())
         anonymous.goto(f"{base}/login")
         problems += check_page(anonymous, f"login@{width}")
         for who, urls in pages.items():

@@ -92,6 +92,16 @@ def test_sign_in_sets_a_protected_session_cookie_and_sign_out_ends_it(pages_app,
     assert client.get("/batches").status_code == 302
 
 
+def test_pages_send_security_headers(pages_app, make_user):
+    client = pages_app.test_client()
+    response = client.get("/login")
+    assert "script-src 'self';" in response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert client.post("/login", data={"email": "", "password": ""}).status_code == 400
+
+
 def test_session_cookie_is_secure_when_served_over_https(config, make_user):
     from dermscreen.web import create_app
 

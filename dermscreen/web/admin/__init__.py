@@ -8,6 +8,9 @@
 
 from flask import Blueprint
 
+from dermscreen.web.auth.access import security_headers
+
 bp = Blueprint("admin", __name__)
+bp.after_request(security_headers)
 
 from dermscreen.web.admin import routes  # noqa: E402,F401

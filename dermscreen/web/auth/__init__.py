@@ -9,3 +9,5 @@ from flask import Blueprint
 bp = Blueprint("auth", __name__)
 
 from dermscreen.web.auth import access, routes  # noqa: E402,F401  (registers views and the loader)
+
+bp.after_request(access.security_headers)

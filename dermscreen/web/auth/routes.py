@@ -39,8 +39,8 @@ def login():
             database.session.commit()
             return redirect(_safe_next(request.args.get("next")))
         flash("Wrong email or password.", "error")
-    status = 401 if request.method == "POST" else 200
-    return render_template("auth/login.html", form=form), status
+        return render_template("auth/login.html", form=form), 401
+    return render_template("auth/login.html", form=form), 400 if form.errors else 200
 
 
 @bp.route("/logout", methods=["POST"])

@@ -12,6 +12,9 @@ review loop. Server-rendered; ``static/app.js`` adds drag and drop, progress pol
 
 from flask import Blueprint
 
+from dermscreen.web.auth.access import security_headers
+
 bp = Blueprint("pages", __name__)
+bp.after_request(security_headers)
 
 from dermscreen.web.pages import alerts, batches, cases, feedback, images  # noqa: E402,F401
