@@ -221,7 +221,7 @@ def export_bundle(folder: Path, model, config: TrainConfig, records: pd.DataFram
     seen_ids = sorted(set(originals["image_id"]))
     # A functional wrapper shares the layers but not the optimizer, whose Adam slots would
     # triple the file (clone_model keeps them).
-    inference_model = keras.Model(model.inputs, model.outputs, name=model.name)
+    inference_model = keras.Model(model.input, model.output, name=model.name)
     metadata = {
         "name": config.name,
         "version": config.version,

@@ -1,6 +1,9 @@
 """A tiny ``dermscreen train`` run end to end, then ``dermscreen evaluate`` on its bundle."""
 
 import json
+import warnings
+
+import numpy as np
 
 import pytest
 from click.testing import CliRunner
@@ -51,6 +54,9 @@ def test_train_then_evaluate(folder_dataset, csv_dataset, tmp_path):
     # the bundle holds no optimizer slots (Adam's two per weight sit in the checkpoint only)
     bundle_bytes = (run / "bundle" / "model.keras").stat().st_size
     assert bundle_bytes < 0.5 * (run / "checkpoints" / "last.keras").stat().st_size
+    with warnings.catch_warnings():  # serving calls the model with a bare array, no warning
+        warnings.simplefilter("error")
+        assert bundle.predict(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 9)
     assert (run / "bundle" / "README.md").read_text().startswith("# Model card")
 
     # a recoloured copy of a training image under a new id must be dropped as a near-duplicate
