@@ -4,7 +4,6 @@ import json
 import warnings
 
 import numpy as np
-
 import pytest
 from click.testing import CliRunner
 from PIL import Image
