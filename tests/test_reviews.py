@@ -101,3 +101,24 @@ def test_agreement_counts_missed_melanomas(scored, sessions):
     assert stats.agreement == pytest.approx(0.5)
     assert stats.sensitivity == pytest.approx(0.5)
     assert stats.precision == pytest.approx(0.5)
+
+
+def test_dermscreen_evaluate_reads_the_export(scored, sessions, config, tmp_path):
+    """The review loop closes: the exported folder is a dataset ``dermscreen evaluate`` scores."""
+    import json
+
+    from click.testing import CliRunner
+
+    from dermscreen.cli import main
+
+    for seed in range(3):
+        scored(RED, True, "melanoma", seed=seed)
+        scored(BLUE, False, "other", "nevus", seed=10 + seed)
+    with sessions() as session:
+        reviews.export_reviews(session, config, tmp_path / "reviewed", scored.hospital.id)
+    result = CliRunner().invoke(main, ["evaluate", "--model", config.model_bundle,
+                                       "--data", str(tmp_path / "reviewed" / "labels.csv"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert (report["n"], report["melanomas"], report["missed_melanomas"]) == (6, 3, 0)
+    assert report["sensitivity"] == 1.0  # the tiny bundle calls red images melanoma
