@@ -323,6 +323,7 @@ def test_admin_manages_hospitals_users_tokens_and_models(sign_in, make_user, ses
     issued = admin.post("/admin/tokens", data={"hospital_id": str(hospital.id), "name": "PACS"})
     plaintext = re.search(r'data-testid="new-token">([^<]+)<', issued.text).group(1)
     assert issued.headers["Cache-Control"] == "no-store"
+    assert f'<option selected value="{hospital.id}">St Example</option>' in issued.text  # form ready again
     assert plaintext not in admin.get("/admin/tokens").text  # shown once
     with sessions() as session:
         assert session.get(Hospital, hospital.id).alert_threshold == pytest.approx(0.42)

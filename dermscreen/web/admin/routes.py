@@ -147,7 +147,9 @@ def tokens():
         token, plaintext = accounts.issue_token(database.session, hospital, name=form.name.data.strip())
         _record("issue", token, name=token.name, prefix=token.prefix)
         database.session.commit()
-        return _tokens_page(TokenForm(formdata=None, hospital_id=form.hospital_id.data), plaintext)
+        fresh = TokenForm(formdata=None, hospital_id=form.hospital_id.data)
+        fresh.hospital_id.choices = form.hospital_id.choices
+        return _tokens_page(fresh, plaintext)
     return _tokens_page(form, status=400 if form.errors else 200)
 
 
