@@ -1,0 +1,233 @@
+"""The distributed system with real services: an archive submitted over HTTP with an API token is
+scored by `dermscreen worker` processes (Celery on Redis), results land in PostgreSQL, alerts reach
+a real SMTP server and a real webhook receiver exactly once, tenants see only their own batches,
+hostile uploads are refused with reasons while the good images are scored, and a worker killed
+with SIGKILL mid-batch loses no image and doubles no alert.
+
+    pytest tests/integration -q          # needs PostgreSQL on :5432 and Redis on :6379
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from dermscreen import accounts
+from dermscreen.db import (Alert, Batch, BatchStatus, Delivery, DeliveryStatus, Image,
+                           ImageStatus, Prediction, Role)
+from dermscreen.submissions import submit_batch
+from dermscreen.worker.dispatch import enqueue_chunks, enqueue_deliveries, enqueue_ingest
+from tests.integration.conftest import (HttpApp, queue_depth, redis_database, service_config,
+                                        wait_for)
+from tests.worker.conftest import blue, bomb_png_bytes, hostile_batch, red, zip_bytes
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+BATCH_TIMEOUT = 90
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, postgres_url, smtp, webhook, tiny_bundle, workers):
+    """Redis DB 13, a CPU worker (ingest, notify) and an inference worker, the API over HTTP."""
+    config = service_config(tmp_path_factory.mktemp("service"), postgres_url,
+                            redis_database(13), tiny_bundle, smtp.url)
+    workers.start("cpu", config, "ingest,notify")
+    workers.start("inference", config, "inference")
+    with HttpApp(config) as http:
+        yield config, http
+
+
+@pytest.fixture(scope="module")
+def tenants(module_sessions, webhook):
+    """Hospital A (two dermatologists, a webhook, a token) and hospital B (a token)."""
+    with module_sessions.begin() as session:
+        a = accounts.create_hospital(session, "Hospital A", webhook_url=webhook.url)
+        b = accounts.create_hospital(session, "Hospital B")
+        derms = [accounts.create_user(session, f"derm{i}@a.example.org", Role.DERMATOLOGIST,
+                                      hospital=a) for i in (1, 2)]
+        accounts.create_user(session, "derm@b.example.org", Role.DERMATOLOGIST, hospital=b)
+        _, token_a = accounts.issue_token(session, a, name="A")
+        _, token_b = accounts.issue_token(session, b, name="B")
+    return {"a": a, "b": b, "dermatologists": derms, "token_a": token_a, "token_b": token_b}
+
+
+def api(http, token, method, path, **kwargs):
+    return requests.request(method, f"{http.url}/api/v1{path}",
+                            headers={"Authorization": f"Bearer {token}"}, timeout=30, **kwargs)
+
+
+def wait_batch_done(http, token, batch_id) -> dict:
+    def done():
+        body = api(http, token, "GET", f"/batches/{batch_id}").json()
+        return body if body["status"] == "done" else None
+
+    return wait_for(done, BATCH_TIMEOUT, f"batch {batch_id} to finish", interval=0.5)
+
+
+def messages_for(smtp, webhook, batch_id):
+    emails = [m for m in smtp.messages if batch_id in m.get_payload()]
+    hooks = [body for _, body in webhook.calls if body["batch_id"] == batch_id]
+    return emails, hooks
+
+
+def test_archive_over_http_is_scored_stored_and_alerted_exactly_once(
+        service, tenants, module_sessions, smtp, webhook):
+    config, http = service
+    archive = zip_bytes({"visit/red1.jpg": red(1), "visit/red2.jpg": red(2),
+                         "visit/blue1.png": blue(1), "visit/blue2.png": blue(2)})
+    response = api(http, tenants["token_a"], "POST", "/batches",
+                   files=[("files", ("visit.zip", archive, "application/zip")),
+                          ("files", ("single.jpg", red(3), "image/jpeg"))])
+    assert response.status_code == 202, response.text
+    batch_id = response.json()["id"]
+
+    summary = wait_batch_done(http, tenants["token_a"], batch_id)
+
+    assert summary["counts"] == {"total": 5, "done": 5, "failed": 0, "flagged": 3, "pending": 0}
+    rows = api(http, tenants["token_a"], "GET", f"/batches/{batch_id}/results").json()["results"]
+    flagged = {row["image"] for row in rows if row["flagged"]}
+    assert flagged == {"visit/red1.jpg", "visit/red2.jpg", "single.jpg"}
+    with module_sessions() as session:  # the system of record is PostgreSQL
+        assert session.get_bind().dialect.name == "postgresql"
+        predictions = session.execute(
+            select(Image.original_name, Prediction.melanoma_probability, Prediction.flagged)
+            .join(Prediction, Prediction.image_id == Image.id)
+            .where(Image.batch_id == batch_id)).all()
+        assert len(predictions) == 5
+        assert {name for name, _, is_flagged in predictions if is_flagged} == flagged
+
+    # Two dermatologists by email and the hospital's webhook, for each of the three alerts.
+    def delivered():
+        emails, hooks = messages_for(smtp, webhook, batch_id)
+        return len(emails) >= 6 and len(hooks) >= 3
+
+    wait_for(delivered, 60, "the alert emails and webhooks")
+    time.sleep(2)  # anything doubled would arrive by now
+    emails, hooks = messages_for(smtp, webhook, batch_id)
+    assert len(emails) == 6 and len(hooks) == 3
+    assert sorted(m["To"] for m in emails) == sorted(
+        [d.email for d in tenants["dermatologists"]] * 3)
+    assert {hook["image"] for hook in hooks} == flagged
+    with module_sessions() as session:
+        statuses = session.scalars(
+            select(Delivery.status).join(Alert).join(Image).where(Image.batch_id == batch_id)).all()
+        assert statuses == [DeliveryStatus.SENT] * 9
+
+    # Redelivered messages (every chunk and delivery sent again) change nothing.
+    with module_sessions() as session:
+        image_ids = session.scalars(select(Image.id).where(Image.batch_id == batch_id)).all()
+        delivery_ids = session.scalars(
+            select(Delivery.id).join(Alert).join(Image).where(Image.batch_id == batch_id)).all()
+    enqueue_chunks(config, [[image_id] for image_id in image_ids])
+    enqueue_deliveries(config, list(delivery_ids))
+    wait_for(lambda: queue_depth(config.broker_url) == 0, 60, "the redelivered messages")
+    time.sleep(1)
+    assert [len(found) for found in messages_for(smtp, webhook, batch_id)] == [6, 3]
+    with module_sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Prediction).join(Image)
+                              .where(Image.batch_id == batch_id)) == 5
+        assert session.scalar(select(func.count()).select_from(Alert).join(Image)
+                              .where(Image.batch_id == batch_id)) == 3
+        assert session.get(Batch, batch_id).done_images == 5
+
+    # Another hospital's token sees nothing of it.
+    token_b = tenants["token_b"]
+    assert api(http, token_b, "GET", f"/batches/{batch_id}").status_code == 404
+    assert api(http, token_b, "GET", f"/batches/{batch_id}/results").status_code == 404
+    assert api(http, token_b, "GET", f"/images/{rows[0]['image_id']}").status_code == 404
+    assert api(http, token_b, "GET", "/alerts").json()["alerts"] == []
+    assert len(api(http, tenants["token_a"], "GET", "/alerts").json()["alerts"]) == 3
+    assert api(http, "not-a-token", "GET", f"/batches/{batch_id}").status_code == 401
+
+
+def test_hostile_uploads_are_refused_with_reasons_while_good_images_are_scored(
+        service, tenants, smtp, webhook):
+    _, http = service
+    uploads = hostile_batch() | {"bomb-alone.png": bomb_png_bytes()}
+    response = api(http, tenants["token_a"], "POST", "/batches",
+                   files=[("files", (name, data)) for name, data in uploads.items()])
+    assert response.status_code == 202, response.text
+    batch_id = response.json()["id"]
+
+    summary = wait_batch_done(http, tenants["token_a"], batch_id)
+
+    rows = {row["image"]: row for row in
+            api(http, tenants["token_a"], "GET", f"/batches/{batch_id}/results").json()["results"]}
+    assert {name for name, row in rows.items() if row["status"] == "done"} == {
+        "red.jpg", "blue.png", "lesions/red2.jpg"}
+    assert rows["red.jpg"]["flagged"] and not rows["blue.png"]["flagged"]
+    reasons = {name: row["error"] for name, row in rows.items() if row["status"] == "failed"}
+    assert "outside the archive" in reasons["traversal.zip"]
+    assert "a link" in reasons["symlink.tar.gz"]
+    assert "compression ratio" in reasons["bomb.zip"]
+    assert "decompression bomb" in reasons["lesions/bomb.png"]
+    assert "decompression bomb" in reasons["bomb-alone.png"]
+    assert "corrupt image" in reasons["truncated.jpg"]
+    assert "not a recognised image" in reasons["lesions/notes.jpg"]
+    assert summary["counts"]["failed"] == len(reasons) == 7
+    assert summary["counts"]["done"] == 3
+
+
+@pytest.fixture
+def kill_config(tmp_path, postgres_url, smtp, tiny_bundle):
+    """Redis DB 14, slow chunks (1 s each), a visibility timeout short enough to wait for."""
+    return service_config(tmp_path, postgres_url, redis_database(14), tiny_bundle, smtp.url,
+                          test_chunk_delay=1.0, task_time_limit=40, visibility_timeout=45)
+
+
+def test_a_worker_killed_mid_batch_loses_no_image_and_doubles_no_alert(
+        kill_config, tenants, module_sessions, workers, smtp, webhook):
+    names = [f"red{i}.jpg" for i in range(4)] + [f"blue{i}.png" for i in range(4)]
+    with module_sessions.begin() as session:
+        uploads = [(name, io.BytesIO(red(i) if name.startswith("red") else blue(i)))
+                   for i, name in enumerate(names)]
+        batch_id = submit_batch(session, kill_config, tenants["a"].id, uploads).id
+    enqueue_ingest(kill_config, batch_id)
+    victim = workers.start("victim", kill_config, "ingest,inference")
+
+    def progress():
+        with module_sessions() as session:
+            batch = session.get(Batch, batch_id)
+            return batch.done_images >= 2 and batch
+
+    wait_for(progress, BATCH_TIMEOUT, "the victim to score two images", interval=0.1)
+    time.sleep(0.4)  # into the next chunk's second of work, before its commit
+    assert workers.kill("victim") == -9 and victim.returncode == -9
+    with module_sessions() as session:
+        at_kill = session.get(Batch, batch_id).done_images
+    assert at_kill < len(names), "the worker must die mid-batch"
+
+    workers.start("rescuer", kill_config.__class__(**{**kill_config.__dict__,
+                                                      "test_chunk_delay": 0.0}),
+                  "ingest,inference,notify")
+
+    def finished():
+        with module_sessions() as session:
+            batch = session.get(Batch, batch_id)
+            return batch.status is BatchStatus.DONE and batch
+
+    batch = wait_for(finished, BATCH_TIMEOUT, "the rescuer to finish the batch", interval=0.5)
+    assert (batch.total_images, batch.done_images, batch.failed_images, batch.flagged_images) == (
+        8, 8, 0, 4)
+    with module_sessions() as session:
+        images = session.scalars(select(Image).where(Image.batch_id == batch_id)).all()
+        assert {image.status for image in images} == {ImageStatus.DONE}
+        per_image = session.execute(
+            select(Prediction.image_id, func.count()).join(Image)
+            .where(Image.batch_id == batch_id).group_by(Prediction.image_id)).all()
+        assert len(per_image) == 8 and {n for _, n in per_image} == {1}
+        alerts = session.scalars(select(Alert).join(Image).where(Image.batch_id == batch_id)).all()
+        assert sorted(session.get(Image, a.image_id).original_name for a in alerts) == names[:4]
+
+    def delivered():
+        emails, hooks = messages_for(smtp, webhook, batch_id)
+        return len(emails) >= 8 and len(hooks) >= 4
+
+    wait_for(delivered, 60, "the alerts of the rescued batch")
+    time.sleep(2)
+    emails, hooks = messages_for(smtp, webhook, batch_id)
+    assert (len(emails), len(hooks)) == (8, 4)  # 4 alerts x (2 dermatologists + 1 webhook)
+    assert len({hook["dedupe_key"] for hook in hooks}) == 4
