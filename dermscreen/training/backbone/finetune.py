@@ -41,6 +41,7 @@ from dermscreen.training.datasets import CLASSES, class_counts, read_dataset
 from dermscreen.training.features import CacheSpec, cache_features, load_cache
 from dermscreen.training.metrics import screening_metrics
 from dermscreen.training.splits import clean_records, drop_overlap, group_ids, grouped_split
+from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
 
 MAX_CLASS_WEIGHT = 10.0
 
@@ -315,8 +316,9 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
 
     # One cache over the whole raw pool, so that changes of cleaning or split reuse it.
     spec = CacheSpec(str(config.weights_path), config.size, config.cut, config.views, config.seed)
-    cached, features = load_cache(cache_features(read_specs(config.train), spec,
-                                                 Config.from_env().home / "features", progress=log))
+    given = read_specs(config.train)
+    cached, features = load_cache(cache_features(given, spec, Config.from_env().home / "features",
+                                                 progress=log))
     row_of = pd.Series(np.arange(len(cached)), index=cached["path"])
     train_table = pool[pool["fold"] == "train"].reset_index(drop=True)
     val_table = pool[pool["fold"] == "val"].reset_index(drop=True)
@@ -351,8 +353,10 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
         "input": {"height": config.size, "width": config.size},
         "output": {"classes": CLASSES, "alert_threshold": threshold, "temperature": temperature},
         "metrics": metrics,
-        "training_data": {**data_info, "ids_count": int(len(pool)),
-                          "ids_sha256": _digest(pool["image_id"])},
+        "training_data": {**data_info, "ids_file": TRAINING_IDS_FILE,
+                          "ids_count": int(given["image_id"].nunique()),
+                          "ids_sha256": _digest(set(given["image_id"])),
+                          "ids_note": "every image id of the training pool as read, before cleaning"},
         "training": {**asdict(config), "best_epoch": int(max(history, key=lambda r: r["val_auc"])["epoch"])},
     }
     save_bundle(bundle, shipped, metadata, onnx_bytes=export_onnx(shipped))
@@ -362,7 +366,8 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
     metadata["onnx_tensorflow_max_probability_difference"] = agreement
     save_bundle(bundle, shipped, metadata, card=model_card(metadata),
                 onnx_bytes=(bundle / "model.onnx").read_bytes())
-    (bundle / "training_ids.txt").write_text("\n".join(sorted(pool["image_id"])) + "\n")
+    (bundle / TRAINING_IDS_FILE).write_text("\n".join(sorted(set(given["image_id"]))) + "\n")
+    (bundle / TRAINING_PHASHES_FILE).write_text("\n".join(sorted(set(pool["phash"]) - {""})) + "\n")
     shutil.copy(folder / "training_curves.png", bundle / "training_curves.png")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log(f"ONNX vs TensorFlow max probability difference on 64 test images: {agreement:.2e}")
@@ -434,7 +439,9 @@ def model_card(metadata: dict) -> str:
         " sources weighted equally, classes balanced within (capped), label smoothing"
         f" {config['label_smoothing']}; {config['epochs']} epochs, best epoch by validation melanoma AUC:"
         f" {config['best_epoch']}.",
-        f"- {data['ids_count']} image ids (`training_ids.txt`), sha256 {data['ids_sha256']}.",
+        f"- {data['ids_count']} image ids of the pool (`{data['ids_file']}`), sha256 {data['ids_sha256']};"
+        " the pHashes of the images used (`training_phashes.txt`) let `dermscreen evaluate` drop"
+        " near-duplicates of them.",
         "", "## Metrics (threshold as shipped)", "",
         "| data | n | melanomas | accuracy | balanced acc. | melanoma AUC | sensitivity | specificity"
         " | ECE before -> after calibration |",
