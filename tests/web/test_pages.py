@@ -114,11 +114,13 @@ def test_session_cookie_is_secure_when_served_over_https(config, make_user):
     assert "Secure" in response.headers["Set-Cookie"]
 
 
-def test_sign_in_ignores_an_offsite_next(pages_app, make_user):
+@pytest.mark.parametrize("target,expected", [("//evil.example/x", "/"), ("/\\evil.example", "/"),
+                                             ("https://evil.example/", "/"), ("/alerts?x=1", "/alerts?x=1")])
+def test_sign_in_follows_only_local_next(pages_app, make_user, target, expected):
     user = make_user(Role.SUBMITTER)
-    response = pages_app.test_client().post("/login?next=//evil.example/x",
+    response = pages_app.test_client().post("/login", query_string={"next": target},
                                             data={"email": user.email, "password": TEST_PASSWORD})
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == expected
 
 
 # --- roles and tenancy -----------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
@@ -12,16 +10,9 @@ from dermscreen.accounts import verify_password
 from dermscreen.db import audit
 from dermscreen.db.tenancy import User
 from dermscreen.web.auth import bp
-from dermscreen.web.auth.access import Account
+from dermscreen.web.auth.access import Account, local_path
 from dermscreen.web.auth.forms import SignInForm
 from dermscreen.web.extensions import database
-
-
-def _safe_next(target: str | None) -> str:
-    """Only same-site paths are followed after sign-in (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
-        return target
-    return url_for("pages.home")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -37,7 +28,7 @@ def login():
             login_user(Account.of(user))
             audit.record(database.session, "sign_in", user, user_id=user.id)
             database.session.commit()
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(local_path(request.args.get("next"), url_for("pages.home")))
         flash("Wrong email or password.", "error")
         return render_template("auth/login.html", form=form), 401
     return render_template("auth/login.html", form=form), 400 if form.errors else 200

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
@@ -12,7 +10,7 @@ from dermscreen import inbox
 from dermscreen.db import audit
 from dermscreen.db.alerts import Alert, AlertStatus
 from dermscreen.db.tenancy import Hospital, Role
-from dermscreen.web.auth.access import role_required, tenant_get
+from dermscreen.web.auth.access import local_path, role_required, tenant_get
 from dermscreen.web.extensions import database
 from dermscreen.web.pages import bp
 
@@ -43,10 +41,7 @@ def alerts():
 
 
 def _back() -> str:
-    target = request.form.get("next", "")
-    if target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
-        return target
-    return url_for("pages.alerts")
+    return local_path(request.form.get("next"), url_for("pages.alerts"))
 
 
 @bp.route("/alerts/<int:alert_id>/acknowledge", methods=["POST"])
