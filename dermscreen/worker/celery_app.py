@@ -12,16 +12,12 @@ chunk doubles nothing. No result backend: job state lives in the database.
 
 from __future__ import annotations
 
-from importlib.util import find_spec
-
 from celery import Celery
 
 from dermscreen.config import Config
 from dermscreen.worker import queues
 
-TASK_MODULES = ["dermscreen.worker.tasks"]
-# PAGES' heatmap task, included once that module exists in the tree.
-OPTIONAL_TASK_MODULES = ["dermscreen.worker.heatmap_tasks"]
+TASK_MODULES = ["dermscreen.worker.tasks", "dermscreen.worker.heatmap_tasks"]
 
 
 def broker_options(config: Config) -> dict:
@@ -45,8 +41,7 @@ def make_celery(config: Config | None = None) -> Celery:
         raise ValueError(f"visibility_timeout ({config.visibility_timeout}s) must be longer than "
                          f"task_time_limit ({config.task_time_limit}s), or Redis would hand a "
                          f"running task to a second worker")
-    include = TASK_MODULES + [name for name in OPTIONAL_TASK_MODULES if find_spec(name)]
-    app = Celery("dermscreen", broker=config.broker_url, include=include)
+    app = Celery("dermscreen", broker=config.broker_url, include=TASK_MODULES)
     app.conf.update(
         broker_transport_options=broker_options(config),
         broker_connection_retry_on_startup=True,

@@ -8,7 +8,9 @@
 A chunk can be run twice (a worker killed before acknowledging it, a duplicate message): only
 images still ``queued`` are scored, predictions are inserted ``ON CONFLICT DO NOTHING`` on (image,
 model version), an image moves to done/failed only from queued, and the batch counters grow by
-the images this run moved. So nothing is lost, and nothing is counted or alerted twice.
+the images this run moved. So nothing is lost, and nothing is counted or alerted twice. A rerun
+also hands back the unsent deliveries and missing heatmaps of images already done, in case the
+first run died after its commit but before its messages.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from dermscreen.bundle import Bundle, load_bundle, to_model_input
 from dermscreen.config import Config
+from dermscreen.db.alerts import Alert, Delivery, DeliveryStatus
 from dermscreen.db.base import utcnow
 from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus, ModelVersion, Prediction
 from dermscreen.db.tenancy import Hospital
@@ -38,6 +41,9 @@ def worker_bundle(path: str) -> Bundle:
 
 @dataclass
 class ChunkOutcome:
+    """What a run of a chunk did, and the messages to send after its commit (deliveries to
+    make, flagged images to draw heatmaps for)."""
+
     done: int = 0
     failed: int = 0
     flagged_image_ids: list[str] = field(default_factory=list)
@@ -96,6 +102,23 @@ def _update_batches(session: Session, counts: dict[str, _Counts]) -> None:
         )
 
 
+def _unsent_follow_ups(session: Session, image_ids: list[str]) -> ChunkOutcome:
+    """What an earlier run of this chunk committed but may not have enqueued (it died between
+    its commit and its messages): unclaimed pending deliveries and missing heatmaps."""
+    done = and_(Image.id.in_(image_ids), Image.status == ImageStatus.DONE)
+    outcome = ChunkOutcome()
+    outcome.delivery_ids = list(session.scalars(
+        select(Delivery.id).join(Alert).join(Image, Alert.image_id == Image.id)
+        .where(done, Delivery.status == DeliveryStatus.PENDING,
+               Delivery.next_attempt_at.is_(None))
+        .order_by(Delivery.id)))
+    outcome.flagged_image_ids = list(session.scalars(
+        select(Image.id).join(Prediction)
+        .where(done, Prediction.flagged.is_(True), Image.heatmap_path.is_(None))
+        .order_by(Image.id)))
+    return outcome
+
+
 def predict_chunk(session: Session, config: Config, bundle: Bundle,
                   image_ids: list[str]) -> ChunkOutcome:
     """Score the still-queued images among ``image_ids`` and write predictions and alerts.
@@ -104,7 +127,7 @@ def predict_chunk(session: Session, config: Config, bundle: Bundle,
     """
     if config.test_chunk_delay:
         time.sleep(config.test_chunk_delay)
-    outcome = ChunkOutcome()
+    outcome = _unsent_follow_ups(session, image_ids)
     images = session.scalars(select(Image).where(Image.id.in_(image_ids),
                                                  Image.status == ImageStatus.QUEUED)
                              .order_by(Image.id)).all()

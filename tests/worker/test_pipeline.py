@@ -7,8 +7,8 @@ from pathlib import Path
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from dermscreen.db import (Alert, Batch, BatchStatus, Channel, Delivery, Image, ImageStatus,
-                           Prediction)
+from dermscreen.db import (Alert, Batch, BatchStatus, Channel, Delivery, DeliveryStatus, Image,
+                           ImageStatus, Prediction)
 from dermscreen.worker import jobs
 from tests.worker.conftest import blue, hostile_batch, red
 
@@ -110,11 +110,26 @@ def test_a_redone_chunk_doubles_nothing(sessions, worker_config, make_hospital, 
     again = [jobs.run_predict_chunk(worker_config, chunk) for chunk in chunks]
 
     assert sum(o.done for o in first) == 3 and sum(o.done for o in again) == 0
-    assert not any(o.delivery_ids or o.flagged_image_ids for o in again)
+    # Nothing new, but the unsent follow-ups of the first run are handed out again, in case it
+    # died between its commit and its messages.
+    assert sorted(i for o in again for i in o.delivery_ids) == sorted(
+        i for o in first for i in o.delivery_ids)
+    assert sorted(i for o in again for i in o.flagged_image_ids) == sorted(
+        i for o in first for i in o.flagged_image_ids)
     assert [count(sessions, model) for model in (Prediction, Alert, Delivery)] == before == [3, 2, 2]
     with sessions() as session:
         batch = session.get(Batch, batch_id)
         assert (batch.done_images, batch.flagged_images, batch.status) == (3, 2, BatchStatus.DONE)
+    # Once sent (or claimed, or heatmapped), a rerun hands out nothing.
+    for outcome in first:
+        for delivery_id in outcome.delivery_ids:
+            with sessions.begin() as session:
+                session.get(Delivery, delivery_id).status = DeliveryStatus.SENT
+        for image_id in outcome.flagged_image_ids:
+            with sessions.begin() as session:
+                session.get(Image, image_id).heatmap_path = "/drawn.png"
+    third = [jobs.run_predict_chunk(worker_config, chunk) for chunk in chunks]
+    assert not any(o.delivery_ids or o.flagged_image_ids or o.done for o in third)
 
 
 def test_hospital_threshold_overrides_the_bundle(sessions, worker_config, make_hospital, submit):
