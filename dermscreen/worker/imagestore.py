@@ -61,7 +61,8 @@ def decode_image(path: Path, max_pixels: int) -> Image.Image:
 
 
 def store_path(store_dir: str | os.PathLike, content_hash: str) -> Path:
-    return Path(store_dir) / "images" / content_hash[:2] / f"{content_hash}.png"
+    """Where the image with this hash lives (absolute: every node mounts the store alike)."""
+    return Path(store_dir).resolve() / "images" / content_hash[:2] / f"{content_hash}.png"
 
 
 def store_image(path: Path, store_dir: str | os.PathLike, max_pixels: int) -> StoredImage:
