@@ -61,6 +61,7 @@ def make_celery(config: Config | None = None) -> Celery:
             "reconcile": {"task": queues.RECONCILE_TASK,
                           "schedule": float(config.reconcile_interval_seconds)},
         },
+        beat_schedule_filename=str(config.home / "celerybeat-schedule"),
     )
     # The settings object of the tasks; kept off app.conf so `celery inspect conf` cannot show it.
     app.dermscreen_config = config

@@ -80,4 +80,6 @@ def worker(queue_names, concurrency, beat, hostname, loglevel):
         argv.append("--beat")
     if hostname:
         argv.append(f"--hostname={hostname}")
-    make_celery(Config.from_env()).worker_main(argv)
+    config = Config.from_env()
+    config.home.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file there
+    make_celery(config).worker_main(argv)

@@ -118,11 +118,12 @@ class Workers:
         self.logs = logs
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, config: Config, queues: str, concurrency: int = 1):
+    def start(self, name: str, config: Config, queues: str, concurrency: int = 1,
+              beat: bool = False):
         log = open(self.logs / f"{name}.log", "wb")
         self.processes[name] = subprocess.Popen(
             [DERMSCREEN, "worker", "--queues", queues, "--concurrency", str(concurrency),
-             "--hostname", f"{name}@%h", "--loglevel", "info"],
+             "--hostname", f"{name}@%h", "--loglevel", "info"] + (["--beat"] if beat else []),
             env=config_env(config), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         return self.processes[name]

@@ -1,8 +1,9 @@
 """The distributed system with real services: an archive submitted over HTTP with an API token is
 scored by `dermscreen worker` processes (Celery on Redis), results land in PostgreSQL, alerts reach
 a real SMTP server and a real webhook receiver exactly once, tenants see only their own batches,
-hostile uploads are refused with reasons while the good images are scored, and a worker killed
-with SIGKILL mid-batch loses no image and doubles no alert.
+hostile uploads are refused with reasons while the good images are scored, a worker killed
+with SIGKILL mid-batch loses no image and doubles no alert, and the beat-run reconciler sends
+what a lost message left behind.
 
     pytest tests/integration -q          # needs PostgreSQL on :5432 and Redis on :6379
 """
@@ -11,19 +12,24 @@ from __future__ import annotations
 
 import io
 import time
+from datetime import timedelta
 
 import pytest
 import requests
 from sqlalchemy import func, select
 
 from dermscreen import accounts
-from dermscreen.db import (Alert, Batch, BatchStatus, Delivery, DeliveryStatus, Image,
+from dermscreen.db import (Alert, Batch, BatchStatus, Channel, Delivery, DeliveryStatus, Image,
                            ImageStatus, Prediction, Role)
+from dermscreen.db.base import utcnow
+from dermscreen.registry import register_bundle
 from dermscreen.submissions import submit_batch
 from dermscreen.worker.dispatch import enqueue_chunks, enqueue_deliveries, enqueue_ingest
 from tests.integration.conftest import (HttpApp, queue_depth, redis_database, service_config,
                                         wait_for)
+from tests.factories import CLASSES
 from tests.worker.conftest import blue, bomb_png_bytes, hostile_batch, red, zip_bytes
+from tests.worker.receivers import WebhookReceiver
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 BATCH_TIMEOUT = 90
@@ -231,3 +237,52 @@ def test_a_worker_killed_mid_batch_loses_no_image_and_doubles_no_alert(
     emails, hooks = messages_for(smtp, webhook, batch_id)
     assert (len(emails), len(hooks)) == (8, 4)  # 4 alerts x (2 dermatologists + 1 webhook)
     assert len({hook["dedupe_key"] for hook in hooks}) == 4
+
+
+def test_beat_reconciler_sends_a_lost_delivery_and_celery_retries_a_failed_attempt(
+        tmp_path, postgres_url, smtp, tiny_bundle, module_sessions, workers):
+    """A delivery whose message never reached the broker is found by the reconciler (run by
+    celery beat inside `dermscreen worker --beat`); its first attempt fails (HTTP 500) and the
+    task's retry sends it, once."""
+    config = service_config(tmp_path, postgres_url, redis_database(14), tiny_bundle, smtp.url,
+                            reconcile_interval_seconds=1)
+    with WebhookReceiver(fail_first=1) as hook:
+        with module_sessions.begin() as session:
+            hospital = accounts.create_hospital(session, "Hospital C", webhook_url=hook.url)
+            version = register_bundle(session, tiny_bundle)
+            batch = Batch(hospital_id=hospital.id, status=BatchStatus.DONE, upload_dir="/gone",
+                          total_images=1, done_images=1, flagged_images=1)
+            session.add(batch)
+            session.flush()
+            image = Image(batch_id=batch.id, hospital_id=hospital.id, original_name="lost.jpg",
+                          status=ImageStatus.DONE)
+            session.add(image)
+            session.flush()
+            prediction = Prediction(
+                image_id=image.id, model_version_id=version.id,
+                probabilities={name: 1 / len(CLASSES) for name in CLASSES},
+                melanoma_probability=0.9, diagnosis="melanoma", threshold=0.5, flagged=True)
+            session.add(prediction)
+            session.flush()
+            alert = Alert(hospital_id=hospital.id, image_id=image.id, prediction_id=prediction.id,
+                          dedupe_key=f"{image.id}:{version.id}")
+            session.add(alert)
+            session.flush()
+            delivery = Delivery(alert_id=alert.id, channel=Channel.WEBHOOK, target=hook.url,
+                                dedupe_key=f"{alert.id}:webhook:{hook.url}",
+                                created_at=utcnow() - timedelta(minutes=5))
+            session.add(delivery)
+        workers.start("notifier", config, "ingest,notify", beat=True)
+
+        def sent():
+            with module_sessions() as session:
+                row = session.get(Delivery, delivery.id)
+                return row.status is DeliveryStatus.SENT and row
+
+        row = wait_for(sent, 60, "the reconciled delivery to be sent")
+        time.sleep(3)  # beat keeps reconciling every second: nothing may be sent twice
+        assert [body["image"] for _, body in hook.calls] == ["lost.jpg"]
+        assert hook.failures_left == 0
+        with module_sessions() as session:
+            row = session.get(Delivery, delivery.id)
+            assert (row.status, row.attempts) == (DeliveryStatus.SENT, 2)
