@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dermscreen.bundle import load_bundle
+from dermscreen.bundle import Bundle, load_bundle
 from dermscreen.config import Config
 from dermscreen.db.screening import ModelVersion
 
@@ -25,10 +25,15 @@ class RegistryError(ValueError):
 
 def register_bundle(session: Session, path: str | Path, activate: bool = False) -> ModelVersion:
     """Add the bundle at ``path`` as a model version (or return it if its version is registered)."""
-    bundle = load_bundle(path)
+    return register_loaded(session, load_bundle(path), activate)
+
+
+def register_loaded(session: Session, bundle: Bundle, activate: bool = False) -> ModelVersion:
+    """The model version of an already loaded bundle, registered from its own metadata (what a
+    worker scores with, even if the files at its path have changed since it loaded them)."""
     version = session.scalar(select(ModelVersion).where(ModelVersion.version == bundle.version))
     if version is None:
-        version = ModelVersion(version=bundle.version, path=str(Path(path).resolve()),
+        version = ModelVersion(version=bundle.version, path=str(Path(bundle.path).resolve()),
                                classes=bundle.classes, alert_threshold=bundle.threshold,
                                card=bundle.metadata, active=False)
         try:

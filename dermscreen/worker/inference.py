@@ -29,7 +29,7 @@ from dermscreen.db.alerts import Alert, Delivery, DeliveryStatus
 from dermscreen.db.base import utcnow
 from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus, ModelVersion, Prediction
 from dermscreen.db.tenancy import Hospital
-from dermscreen.registry import register_bundle
+from dermscreen.registry import register_loaded
 from dermscreen.worker.alerting import alert_threshold, dialect_insert, raise_alert
 
 
@@ -133,7 +133,7 @@ def predict_chunk(session: Session, config: Config, bundle: Bundle,
                              .order_by(Image.id)).all()
     if not images:
         return outcome
-    version = register_bundle(session, bundle.path)  # the version that really scores
+    version = register_loaded(session, bundle)  # the version that really scores
     counts: dict[str, _Counts] = {}
     readable, arrays = [], []
     for image in images:

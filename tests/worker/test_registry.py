@@ -64,3 +64,16 @@ def test_a_node_loads_its_own_copy_of_the_active_version(sessions, config, tiny_
     assert bundle_path(version, config) == copy
     config.model_bundle = str(copy_bundle(tiny_bundle, tmp_path / "v9", version="test-9"))
     assert bundle_path(version, config) == tiny_bundle.resolve()
+
+
+def test_a_loaded_bundle_registers_as_what_was_loaded(sessions, tiny_bundle, tmp_path):
+    from dermscreen.bundle import load_bundle
+    from dermscreen.registry import register_loaded
+
+    path = copy_bundle(tiny_bundle, tmp_path / "in-place")
+    loaded = load_bundle(path)
+    copy_bundle(tiny_bundle, tmp_path / "replacement", version="test-7")
+    (path / "metadata.json").write_text((tmp_path / "replacement" / "metadata.json").read_text())
+    with sessions.begin() as session:
+        assert register_loaded(session, loaded).version == "test-1"
+        assert register_bundle(session, path).version == "test-7"
