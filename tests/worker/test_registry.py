@@ -8,9 +8,10 @@ import shutil
 import pytest
 from sqlalchemy import select
 
+from dermscreen.bundle import load_bundle
 from dermscreen.db import ModelVersion
 from dermscreen.registry import (RegistryError, activate, active_version, bundle_path,
-                                 register_bundle)
+                                 register_bundle, register_loaded)
 
 
 def copy_bundle(source, target, version=None, threshold=None):
@@ -67,9 +68,6 @@ def test_a_node_loads_its_own_copy_of_the_active_version(sessions, config, tiny_
 
 
 def test_a_loaded_bundle_registers_as_what_was_loaded(sessions, tiny_bundle, tmp_path):
-    from dermscreen.bundle import load_bundle
-    from dermscreen.registry import register_loaded
-
     path = copy_bundle(tiny_bundle, tmp_path / "in-place")
     loaded = load_bundle(path)
     copy_bundle(tiny_bundle, tmp_path / "replacement", version="test-7")
