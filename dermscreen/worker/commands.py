@@ -51,8 +51,8 @@ def screen(paths, as_json, bundle_dir):
     from dermscreen.registry import RegistryError
     from dermscreen.worker.embedded import screen_paths
 
-    def progress(total: int):
-        return click.progressbar(length=total, label="scoring", file=sys.stderr, show_pos=True)
+    def progress(total: int, label: str):
+        return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
 
     try:
         report = screen_paths(Config.from_env(), list(paths), bundle_dir, progress)

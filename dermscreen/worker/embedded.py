@@ -80,11 +80,12 @@ class _Silent:
 
 
 def screen_paths(config: Config, paths: list[Path], bundle_dir: str | None = None,
-                 progress: Callable[[int], object] = lambda total: _Silent()) -> dict:
+                 progress: Callable[[int, str], object] = lambda total, label: _Silent()) -> dict:
     """Screen files, folders and archives; return ``{"batch", "results", "summary"}``.
 
-    ``bundle_dir`` scores with that bundle instead of the active model version. ``progress(total)``
-    makes a context manager with ``update(n)`` (e.g. ``click.progressbar``) for the images scored.
+    ``bundle_dir`` scores with that bundle instead of the active model version.
+    ``progress(total, label)`` makes a context manager with ``update(n)`` (e.g.
+    ``click.progressbar``): once for the files checked, once for the images scored.
     """
     prepare_home(config)
     sessions = session_factory(config.database_url)
@@ -98,8 +99,9 @@ def screen_paths(config: Config, paths: list[Path], bundle_dir: str | None = Non
         uploads = [(name, stack.enter_context(open(path, "rb")))
                    for name, path in collect_files(paths)]
         batch_id = submit_batch(session, config, hospital.id, uploads).id
-    chunks = jobs.run_ingest(config, batch_id)
-    with progress(sum(len(chunk) for chunk in chunks)) as bar:
+    with progress(len(uploads), "checking") as bar:
+        chunks = jobs.run_ingest(config, batch_id, bar.update)
+    with progress(sum(len(chunk) for chunk in chunks), "scoring") as bar:
         for chunk in chunks:
             outcome = jobs.run_predict_chunk(config, chunk, bundle_dir)
             for delivery_id in outcome.delivery_ids:

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -73,10 +74,12 @@ def _candidates(upload: Path, name: str, work_dir: Path, limits: ArchiveLimits,
     return [Candidate(member.name, member.path) for member in members]
 
 
-def ingest(session: Session, config: Config, batch_id: str) -> list[list[str]]:
+def ingest(session: Session, config: Config, batch_id: str,
+           on_upload: Callable[[int], None] = lambda count: None) -> list[list[str]]:
     """Unpack and validate the batch's uploads; return its queued image ids in chunks.
 
-    The caller commits, then enqueues the chunks.
+    ``on_upload(1)`` is called as each upload is done (progress). The caller commits, then
+    enqueues the chunks.
     """
     claimed = session.execute(
         update(Batch).where(Batch.id == batch_id, Batch.status == BatchStatus.RECEIVED)
@@ -118,6 +121,7 @@ def ingest(session: Session, config: Config, batch_id: str) -> list[list[str]]:
                     image.content_hash, image.stored_path = stored.content_hash, str(stored.path)
                     image.width, image.height = stored.width, stored.height
                 images.append(image)
+            on_upload(1)
     session.add_all(images)
     batch.total_images = len(images)
     batch.failed_images = sum(image.status is ImageStatus.FAILED for image in images)

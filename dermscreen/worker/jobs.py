@@ -7,6 +7,8 @@ is enqueued. The Celery tasks and the embedded ``dermscreen screen`` both run th
 
 from __future__ import annotations
 
+from typing import Callable
+
 from dermscreen.config import Config
 from dermscreen.db.screening import Batch
 from dermscreen.db.session import session_factory
@@ -17,10 +19,11 @@ from dermscreen.worker.ingest import ingest, remove_uploads
 from dermscreen.worker.reconcile import Work, reconcile
 
 
-def run_ingest(config: Config, batch_id: str) -> list[list[str]]:
+def run_ingest(config: Config, batch_id: str,
+               on_upload: Callable[[int], None] = lambda count: None) -> list[list[str]]:
     """Ingest a batch; its original uploads are deleted once the images are committed."""
     with session_factory(config.database_url).begin() as session:
-        chunks = ingest(session, config, batch_id)
+        chunks = ingest(session, config, batch_id, on_upload)
         batch = session.get(Batch, batch_id)
     if batch is not None:
         remove_uploads(batch.upload_dir)
