@@ -71,7 +71,13 @@ def _candidates(upload: Path, name: str, work_dir: Path, limits: ArchiveLimits,
         return []
     if not members:
         rejected.append((name, "archive refused: it holds no files"))
-    return [Candidate(member.name, member.path) for member in members]
+    candidates = []
+    for member in members:
+        if archive_kind(member.path, member.name) is None:
+            candidates.append(Candidate(member.name, member.path))
+        else:
+            rejected.append((member.name, "an archive inside an archive is not unpacked"))
+    return candidates
 
 
 def ingest(session: Session, config: Config, batch_id: str,

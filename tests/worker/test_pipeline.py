@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from dermscreen.db import (Alert, Batch, BatchStatus, Channel, Delivery, DeliveryStatus, Image,
                            ImageStatus, Prediction)
 from dermscreen.worker import jobs
-from tests.worker.conftest import blue, hostile_batch, red
+from tests.worker.conftest import blue, hostile_batch, red, zip_bytes
 
 
 def images_by_name(sessions, batch_id) -> dict[str, Image]:
@@ -27,14 +27,16 @@ def count(sessions, model) -> int:
 def test_ingest_refuses_bad_uploads_with_reasons_and_keeps_good_images(
         sessions, worker_config, make_hospital, submit):
     hospital = make_hospital()
-    batch_id = submit(hospital, hostile_batch(), metadata_csv="image,age,site\nred.jpg,61,back\n"
+    batch_id = submit(hospital, hostile_batch() | {
+        "nested.zip": zip_bytes({"inner.zip": zip_bytes({"deep.jpg": red(9)}), "top.jpg": red(8)})
+    }, metadata_csv="image,age,site\nred.jpg,61,back\n"
                                                             "red2,45,arm\n")
 
     chunks = jobs.run_ingest(worker_config, batch_id)
 
     images = images_by_name(sessions, batch_id)
     queued = {name for name, image in images.items() if image.status is ImageStatus.QUEUED}
-    assert queued == {"red.jpg", "blue.png", "lesions/red2.jpg"}
+    assert queued == {"red.jpg", "blue.png", "lesions/red2.jpg", "top.jpg"}
     errors = {name: image.error for name, image in images.items()
               if image.status is ImageStatus.FAILED}
     assert "outside the archive" in errors.pop("traversal.zip")
@@ -43,8 +45,9 @@ def test_ingest_refuses_bad_uploads_with_reasons_and_keeps_good_images(
     assert "decompression bomb" in errors.pop("lesions/bomb.png")
     assert "not a recognised image" in errors.pop("lesions/notes.jpg")
     assert "corrupt image" in errors.pop("truncated.jpg")
+    assert "archive inside an archive" in errors.pop("inner.zip")
     assert errors == {}
-    assert sorted(len(chunk) for chunk in chunks) == [1, 2]  # chunk_size 2
+    assert sorted(len(chunk) for chunk in chunks) == [2, 2]  # chunk_size 2
     assert {i for chunk in chunks for i in chunk} == {images[name].id for name in queued}
     assert images["red.jpg"].details == {"age": "61", "site": "back"}
     assert images["lesions/red2.jpg"].details == {"age": "45", "site": "arm"}
@@ -54,13 +57,13 @@ def test_ingest_refuses_bad_uploads_with_reasons_and_keeps_good_images(
     with sessions() as session:
         batch = session.get(Batch, batch_id)
         assert (batch.status, batch.total_images, batch.failed_images) == (
-            BatchStatus.PROCESSING, 9, 6)
+            BatchStatus.PROCESSING, 11, 7)
         assert not Path(batch.upload_dir).exists()  # originals (with EXIF) are gone
     assert not list(Path(worker_config.home).rglob("escape.jpg"))
 
     # A redelivered ingest message adds nothing and hands out the same queued images.
     assert sorted(map(sorted, jobs.run_ingest(worker_config, batch_id))) == sorted(map(sorted, chunks))
-    assert count(sessions, Image) == 9
+    assert count(sessions, Image) == 11
 
 
 def test_predict_scores_flags_alerts_and_completes_the_batch(
