@@ -113,7 +113,8 @@ def ingest(session: Session, config: Config, batch_id: str,
                                      Path(work) / str(index), limits, rejected)
             for name, reason in rejected:
                 images.append(Image(batch_id=batch.id, hospital_id=batch.hospital_id,
-                                    original_name=name, status=ImageStatus.FAILED, error=reason))
+                                    original_name=name[:500], status=ImageStatus.FAILED,
+                                    error=reason))
             for candidate in candidates:
                 image = Image(batch_id=batch.id, hospital_id=batch.hospital_id,
                               original_name=candidate.name[:500],
