@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -47,12 +48,15 @@ def sqlite_template(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> str:
-    """A throwaway PostgreSQL database, migrated to head; dropped when the session ends."""
+@contextmanager
+def throwaway_postgres(prefix: str):
+    """Create a PostgreSQL database on 127.0.0.1:5432, migrate it to head, yield its URL, drop it.
+
+    Fails (does not skip) when the server is unreachable.
+    """
     import psycopg
 
-    name = f"dermscreen_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres",
                                 autocommit=True, connect_timeout=5)
@@ -67,6 +71,13 @@ def postgres_database() -> str:
         finally:
             engine_for(url).dispose()
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> str:
+    """A throwaway PostgreSQL database, migrated to head; dropped when the session ends."""
+    with throwaway_postgres("dermscreen_test") as url:
+        yield url
 
 
 def _truncate_all(url: str) -> None:

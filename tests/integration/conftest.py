@@ -10,18 +10,16 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from dermscreen.config import Config
-from dermscreen.db.migrate import upgrade
-from dermscreen.db.session import engine_for, session_factory
+from dermscreen.db.session import session_factory
+from tests.conftest import throwaway_postgres
 from tests.worker.receivers import SmtpReceiver, WebhookReceiver
 
-POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379"
 DERMSCREEN = str(Path(sys.executable).with_name("dermscreen"))
 
@@ -60,23 +58,8 @@ def queue_depth(broker_url: str) -> int:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    import psycopg
-
-    name = f"dermscreen_it_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres",
-                                autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is unreachable: {error}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        url = f"{POSTGRES_SERVER}/{name}"
-        try:
-            upgrade(url)
-            yield url
-        finally:
-            engine_for(url).dispose()
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_postgres("dermscreen_it") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
