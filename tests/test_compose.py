@@ -102,7 +102,7 @@ def test_web_runs_the_app_factory_under_gunicorn(monkeypatch, tmp_path):
     module_name, _, call = argv[-1].partition(":")
     assert call == "create_app()"
     monkeypatch.setenv("DERMSCREEN_HOME", str(tmp_path))
-    factory = getattr(importlib.import_module(module_name), "create_app")
+    factory = importlib.import_module(module_name).create_app
     assert factory().name == "dermscreen.web"
     assert SERVICES["web"]["healthcheck"]["test"] == ["CMD", "dermscreen-healthcheck"]
     assert "/usr/local/bin/dermscreen-healthcheck" in DOCKERFILE

@@ -39,7 +39,7 @@ def deliver(self, delivery_id: int) -> None:
         jobs.run_deliver(config, delivery_id)
     except DeliveryFailed as failure:
         # The database counts attempts and gives up; Celery only schedules the next one.
-        raise self.retry(countdown=failure.retry_in, max_retries=None)
+        raise self.retry(countdown=failure.retry_in, max_retries=None) from failure
 
 
 @shared_task(bind=True, name=queues.RECONCILE_TASK, **DATABASE_RETRY)

@@ -22,13 +22,13 @@ def make_zip(path: Path, entries: dict[str, bytes]) -> Path:
     return path
 
 
-def make_tar(path: Path, entries: dict[str, bytes], links: dict[str, str] = {}) -> Path:
+def make_tar(path: Path, entries: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
     with tarfile.open(path, "w:gz") as archive:
         for name, data in entries.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
-        for name, target in links.items():
+        for name, target in (links or {}).items():
             info = tarfile.TarInfo(name)
             info.type = tarfile.SYMTYPE
             info.linkname = target
