@@ -65,7 +65,9 @@ def train(config_path, overrides, resume):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="Write report.md, figures and ISIC-format predictions here.")
-def evaluate(model_path, dataset, split, as_json, report_dir):
+@click.option("--record", "record_as", metavar="NAME",
+              help="Also store the metrics in the bundle's metadata and model card as NAME.")
+def evaluate(model_path, dataset, split, as_json, report_dir, record_as):
     """Evaluate a bundle on a labelled dataset (training images are dropped first).
 
         dermscreen evaluate --model runs/seed-plain/bundle \\
@@ -74,6 +76,7 @@ def evaluate(model_path, dataset, split, as_json, report_dir):
     from dermscreen.bundle import load_bundle
     from dermscreen.training.datasets import read_dataset
     from dermscreen.training.evaluate import evaluate as run_evaluation
+    from dermscreen.training.evaluate import record_metrics
     from dermscreen.training.report import write_report
 
     bundle = load_bundle(model_path)
@@ -83,6 +86,8 @@ def evaluate(model_path, dataset, split, as_json, report_dir):
                                          progress=None if as_json else _progress("predicting"))
     if report_dir:
         result["report"] = str(write_report(report_dir, result, predictions, bundle))
+    if record_as:
+        record_metrics(bundle, record_as, result)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -12,14 +12,16 @@ removed; ``--report`` writes its CSV layout so it can score the predictions else
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
-from dermscreen.bundle import Bundle
+from dermscreen.bundle import CARD_FILE, METADATA_FILE, Bundle
 from dermscreen.training.audit import with_hashes
 from dermscreen.training.hashing import NEAR_DUPLICATE_BITS, hamming_pairs
 from dermscreen.training.metrics import screening_metrics
-from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
+from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE, model_card
 
 BATCH = 64
 
@@ -82,3 +84,19 @@ def evaluate(bundle: Bundle, records: pd.DataFrame, data: str = "", progress=Non
         "classes": bundle.classes,
     }
     return result, predictions
+
+
+def record_metrics(bundle: Bundle, name: str, result: dict) -> None:
+    """Store ``result``'s metrics in the bundle's metadata under ``name`` (with the data they
+    were measured on and what was dropped) and rewrite the model card."""
+    keep = ("n", "melanomas", "accuracy", "balanced_accuracy", "melanoma_auc", "threshold",
+            "sensitivity", "specificity", "flagged", "missed_melanomas", "ece", "melanoma_ece")
+    dropped = (f"; dropped {result['dropped_training_ids']} training ids and "
+               f"{result['dropped_near_duplicates']} near-duplicates of training images")
+    metadata = json.loads((bundle.path / METADATA_FILE).read_text())
+    metadata["metrics"][name] = {**{key: result[key] for key in keep},
+                                 "data": result["data"] + dropped}
+    (bundle.path / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    if "training" in metadata:  # cards of bundles made by dermscreen train
+        (bundle.path / CARD_FILE).write_text(model_card(metadata))
+    bundle.metadata = metadata

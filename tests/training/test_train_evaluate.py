@@ -77,6 +77,12 @@ def test_train_then_evaluate(folder_dataset, csv_dataset, tmp_path):
     assert header == "image,AK,BCC,DF,MEL,NV,BKL,SK,SCC,VASC"
 
     csv_out = CliRunner().invoke(evaluate, ["--model", str(run / "bundle"), "--data",
-                                            str(csv_dataset), "--split", "test", "--json"])
+                                            str(csv_dataset), "--split", "test", "--json",
+                                            "--record", "extra-test"])
     assert csv_out.exit_code == 0, csv_out.output
     assert json.loads(csv_out.output)["n"] == 4
+    recorded = load_bundle(run / "bundle")
+    validate_bundle(recorded)
+    assert recorded.metadata["metrics"]["extra-test"]["n"] == 4
+    assert "[test]" in recorded.metadata["metrics"]["extra-test"]["data"]
+    assert "[test]" in (run / "bundle" / "README.md").read_text()
