@@ -11,12 +11,8 @@ when called, so ``dermscreen --help`` does not pay for TensorFlow.
 from __future__ import annotations
 
 import importlib
-import os
 
 import click
-
-# TensorFlow's C++ start-up chatter (oneDNN notices) is noise on a terminal; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # command name -> "module:attribute" of a click command
 COMMANDS = {
