@@ -7,7 +7,8 @@ Cleaning (``clean_records``), in this order:
    and disagreements with the reference label file are settled by ``policy``:
    ``"reference"`` (default): the reference label (the official ISIC 2019 ground truth) wins for
    every id it covers, records are relabelled to it (a seborrheic keratosis the reference calls
-   benign keratosis keeps its finer label); conflicting ids it does not cover are dropped. ``"drop"``: every id in conflict or in disagreement with the reference is dropped.
+   benign keratosis keeps its finer label); conflicting ids it does not cover are dropped.
+   ``"drop"``: every id in conflict or in disagreement with the reference is dropped.
 3. Exact copies (same content hash) collapse to one record (the first path in sort order).
 
 Splits never cut a group: records are grouped by image id, lesion id, content hash and

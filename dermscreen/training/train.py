@@ -273,7 +273,8 @@ def model_card(metadata: dict) -> str:
         f"- Training folds: {data['folds']}.",
         f"- {data['ids_count']} image ids (`{data['ids_file']}`), sha256 {data['ids_sha256']}.", "",
         "## Metrics", "",
-        "| data | n | melanomas | accuracy | balanced acc. | melanoma AUC | sensitivity | specificity | ECE |",
+        "| data | n | melanomas | accuracy | balanced acc. | melanoma AUC | sensitivity"
+        " | specificity | ECE |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, m in metadata["metrics"].items():

@@ -1,5 +1,6 @@
 """Bundle round trip, and every shipped bundle checked against its metadata."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,7 +21,8 @@ def test_tiny_bundle_round_trip(tmp_path):
     probabilities = bundle.predict([lesion_image(RED), lesion_image(BLUE)])
     assert probabilities.shape == (2, 9)
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
-    assert probabilities[0, bundle.melanoma_index] > bundle.threshold > probabilities[1, bundle.melanoma_index]
+    red, blue = probabilities[:, bundle.melanoma_index]
+    assert red > bundle.threshold > blue
 
 
 def test_validate_bundle_rejects_a_tampered_model(tmp_path):
@@ -46,5 +48,4 @@ def test_shipped_bundle_matches_its_metadata(path: Path):
         assert metrics["data"], name
     ids_file = path / metadata["training_data"]["ids_file"]
     ids = sorted(ids_file.read_text().split())
-    import hashlib
     assert hashlib.sha256("\n".join(ids).encode()).hexdigest() == metadata["training_data"]["ids_sha256"]
