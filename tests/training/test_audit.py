@@ -73,3 +73,19 @@ def test_audit_command_json_and_text(tmp_path):
     text = runner.invoke(audit, [str(root)])
     assert text.exit_code == 0 and "ids in several classes" in text.output
     assert "(no --reference given)" in text.output
+
+
+def test_hashes_are_cached_and_refreshed_when_a_file_changes(tmp_path, monkeypatch):
+    from dermscreen.training import hashing
+
+    first = write_image(tmp_path / "a.jpg", RED)
+    second = write_image(tmp_path / "b.jpg", BLUE)
+    hashed = hashing.hash_files([str(first), str(second)], cache_dir=tmp_path / "cache")
+    calls = []
+    real = hashing.hash_file
+    monkeypatch.setattr(hashing, "hash_file", lambda path: calls.append(path) or real(path))
+    again = hashing.hash_files([str(first), str(second)], cache_dir=tmp_path / "cache")
+    assert calls == [] and again.equals(hashed)
+    write_image(second, RED, seed=5)  # new content, new size or mtime
+    hashing.hash_files([str(first), str(second)], cache_dir=tmp_path / "cache")
+    assert calls == [str(second)]
