@@ -26,6 +26,7 @@ def _progress(label: str):
 def audit(datasets, split, reference, as_json):
     """Audit labelled image sets: duplicates, label conflicts, split leaks, near-duplicates.
 
+    \b
         dermscreen audit ../shared/data/isic9 ../shared/data/extra/labels.csv \\
             --reference ../shared/data/reference_labels.csv --json
     """
@@ -47,6 +48,7 @@ def audit(datasets, split, reference, as_json):
 def train(config_path, overrides, resume):
     """Train a model and export a bundle.
 
+    \b
         dermscreen train --config dermscreen/training/presets/seed-plain.yaml --set epochs=3
     """
     from dermscreen.training.train import train as run_training
@@ -70,6 +72,7 @@ def train(config_path, overrides, resume):
 def evaluate(model_path, dataset, split, as_json, report_dir, record_as):
     """Evaluate a bundle on a labelled dataset (training images are dropped first).
 
+    \b
         dermscreen evaluate --model runs/seed-plain/bundle \\
             --data ../shared/data/extra/labels.csv --split test --json --report reports/plain-isic2017
     """
