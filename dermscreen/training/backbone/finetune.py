@@ -457,8 +457,8 @@ def model_card(metadata: dict) -> str:
         "- A screening aid that sends images to a dermatologist; never a diagnosis.",
         "- Images: dermoscopic photographs only (ISIC 2017, HAM10000 and the seed set). Clinical"
         " photographs, other devices and other image pipelines were never seen.",
-        "- Skin types: the ISIC sources are overwhelmingly light skin (Fitzpatrick I-III); performance"
-        " on darker skin is unknown.",
+        "- Skin types: the sources (ISIC archive, HAM10000 from Austria and Australia) record no skin"
+        " type and show mostly light skin; performance on darker skin was not measured.",
         f"- Classes with few training images: {', '.join(f'{k} ({v})' for k, v in counts.items() if v < 150)}."
         " Lesions outside the 9 classes (e.g. non-pigmented, mucosal, nail) get one of the 9 anyway.",
         "- Test sets are ISIC images too: expect lower numbers on another hospital's images.", "",
