@@ -103,5 +103,7 @@ def test_preset_loads_with_overrides():
     config = load_config("dermscreen/training/presets/efficientnet_lite0.yaml", ["epochs=1", "views=2"])
     assert config.epochs == 1 and config.views == 2
     assert {spec.get("split") for spec in config.train} == {None, "train", "val"}
-    assert all(spec.get("split") != "train" or "test" not in spec["path"] for spec in config.test.values())
+    # The training pool never reads a test split or a Test folder; the test sets are all reported.
+    assert all(spec.get("split") != "test" and not spec["path"].endswith("Test") for spec in config.train)
+    assert set(config.test) == {"isic2017_test", "isic9_test"}
     assert config.test["isic2017_test"]["split"] == "test"
