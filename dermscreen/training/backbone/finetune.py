@@ -244,6 +244,14 @@ def plot_curves(history: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(figure)
 
 
+# Settings that only name the result; a resumed run may change them (e.g. to re-export a bundle).
+LABELS = {"name", "version", "changelog", "output"}
+
+
+def _training_settings(config: dict) -> dict:
+    return {key: value for key, value in config.items() if key not in LABELS}
+
+
 def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, train_w,
         val_rows, val_y, val_sources, resume: bool, log=print):
     """Train the top model; return it with the best epoch's weights, and the history."""
@@ -253,8 +261,10 @@ def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, tra
     history, initial_epoch = [], 0
     if resume and state_path.exists():
         state = json.loads(state_path.read_text())
-        if state["config"] != asdict(config):
-            raise click.UsageError(f"cannot resume {folder}: the config differs")
+        saved, wanted = (_training_settings(c) for c in (state["config"], asdict(config)))
+        if saved != wanted:
+            changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
+            raise click.UsageError(f"cannot resume {folder}: the config differs in {changed}")
         model = keras.saving.load_model(checkpoints / "last.keras")
         history, initial_epoch = state["history"], state["epoch"]
         log(f"resuming after epoch {initial_epoch}")
