@@ -7,6 +7,7 @@ so ``dermscreen --help`` stays fast.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -46,17 +47,38 @@ def audit(datasets, split, reference, as_json):
               help="Override one config field; repeatable.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
 def train(config_path, overrides, resume):
-    """Train a model and export a bundle.
+    """Train a model and export a bundle; the preset's ``trainer`` picks how.
 
     \b
         dermscreen train --config dermscreen/training/presets/seed-plain.yaml --set epochs=3
+        dermscreen train --config dermscreen/training/presets/efficientnet_lite0.yaml --resume
     """
-    from dermscreen.training.train import train as run_training
-    from dermscreen.training.train_config import load_config
+    import yaml
 
-    config = load_config(config_path, list(overrides))
-    bundle = run_training(config, resume=resume, log=lambda line: click.echo(line, err=True))
+    preset = (yaml.safe_load(Path(config_path).read_text()) or {}) if config_path else {}
+    trainer = preset.get("trainer", "seed-cnn")
+    if trainer not in TRAINERS:
+        raise click.UsageError(f"unknown trainer {trainer!r}; known: {sorted(TRAINERS)}")
+    load_config, run = (_resolve(name) for name in TRAINERS[trainer])
+    bundle = run(load_config(config_path, list(overrides)), resume=resume,
+                 log=lambda line: click.echo(line, err=True))
     click.echo(str(bundle))
+
+
+# A preset's ``trainer`` -> its config loader and its training function(config, resume, log).
+TRAINERS = {
+    "seed-cnn": ("dermscreen.training.train_config:load_config",
+                 "dermscreen.training.train:train"),
+    "efficientnet-finetune": ("dermscreen.training.backbone.finetune:load_config",
+                              "dermscreen.training.backbone.finetune:finetune"),
+}
+
+
+def _resolve(name: str):
+    import importlib
+
+    module, _, attribute = name.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 @click.command()

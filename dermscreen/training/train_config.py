@@ -17,6 +17,8 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 @dataclass
 class TrainConfig:
+    # Which trainer runs the preset (see dermscreen.training.commands.TRAINERS).
+    trainer: str = "seed-cnn"
     # Name and version written into the bundle's metadata.
     name: str = "seed-cnn"
     version: str = "0.1.0"

