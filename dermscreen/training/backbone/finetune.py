@@ -479,17 +479,3 @@ def model_card(metadata: dict) -> str:
 
 def _fmt(value) -> str:
     return "n/a" if value is None or value != value else f"{value:.3f}"
-
-
-@click.command()
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--set", "overrides", multiple=True, help="key=value (YAML value), repeatable.")
-@click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
-def main(config_path, overrides, resume):
-    """Fine-tune the pretrained backbone and write a bundle (see the module docstring)."""
-    bundle = finetune(load_config(config_path, overrides), resume, log=lambda m: click.echo(m, err=True))
-    click.echo(str(bundle))
-
-
-if __name__ == "__main__":
-    main()
