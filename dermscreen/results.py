@@ -3,6 +3,7 @@
 Used by the API, by ``dermscreen screen --json`` and by the pages::
 
     summary = batch_summary(session, batch)
+    summaries = hospital_batches(session, hospital_id, limit=100, offset=0)  # newest first
     rows = batch_results(session, batch)     # flagged first, then by melanoma probability
     text = results_csv(rows)
 """
@@ -49,6 +50,14 @@ def batch_summary(session: Session, batch: Batch) -> dict:
         },
         "progress": round(finished / batch.total_images, 4) if batch.total_images else 0.0,
     }
+
+
+def hospital_batches(session: Session, hospital_id: int, limit: int = 100,
+                     offset: int = 0) -> list[dict]:
+    """The hospital's batches as summaries (see ``batch_summary``), newest first."""
+    query = (select(Batch).where(Batch.hospital_id == hospital_id)
+             .order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit).offset(offset))
+    return [batch_summary(session, batch) for batch in session.scalars(query)]
 
 
 def current_prediction(image: Image) -> Prediction | None:

@@ -1,9 +1,10 @@
-"""Submitting batches over the API: what is accepted and stored, and what is refused and why."""
+"""Batches over the API: what is accepted and stored, what is refused and why, and the list."""
 
 import io
 import json
 import tarfile
 import zipfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,61 @@ def test_upload_over_the_limit_is_413(config, make_token, enqueued):
     assert response.status_code == 413
     assert "exceeds the limit of 20000 bytes" in response.json["reason"]
     assert enqueued == []
+
+
+@pytest.fixture
+def make_batches(sessions):
+    """``make_batches(hospital, n) -> [ids]``: n batches of ``hospital``, oldest first."""
+    start = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
+
+    def make(hospital, n: int) -> list[str]:
+        with sessions.begin() as session:
+            batches = [Batch(hospital_id=hospital.id, upload_dir="/nowhere", total_images=i,
+                             created_at=start + timedelta(minutes=i)) for i in range(n)]
+            session.add_all(batches)
+            session.flush()
+            return [batch.id for batch in batches]
+
+    return make
+
+
+def test_batch_list_shows_only_the_callers_hospital_newest_first(
+        client, make_hospital, make_token, make_batches):
+    ours, theirs = make_hospital(), make_hospital()
+    _, our_token = make_token(ours)
+    _, their_token = make_token(theirs)
+    their_ids = make_batches(theirs, 2)
+    our_ids = make_batches(ours, 3)
+
+    response = client.get("/api/v1/batches", headers=auth(our_token))
+    assert response.status_code == 200
+    body = response.json
+    assert [item["id"] for item in body["batches"]] == our_ids[::-1]
+    assert (body["limit"], body["offset"]) == (100, 0)
+    for item in body["batches"]:  # the same summary as GET /batches/<id>
+        assert item == client.get(f"/api/v1/batches/{item['id']}", headers=auth(our_token)).json
+    theirs_seen = client.get("/api/v1/batches", headers=auth(their_token)).json["batches"]
+    assert [item["id"] for item in theirs_seen] == their_ids[::-1]
+    assert client.get("/api/v1/batches").status_code == 401
+
+
+def test_batch_list_pages_with_limit_and_offset(client, make_hospital, make_token, make_batches):
+    hospital = make_hospital()
+    _, plaintext = make_token(hospital)
+    newest_first = make_batches(hospital, 5)[::-1]
+
+    def page(query):
+        response = client.get(f"/api/v1/batches?{query}", headers=auth(plaintext))
+        assert response.status_code == 200, response.json
+        return [item["id"] for item in response.json["batches"]]
+
+    assert page("limit=2") == newest_first[:2]
+    assert page("limit=2&offset=2") == newest_first[2:4]
+    assert page("limit=2&offset=4") == newest_first[4:]
+    assert page("offset=5") == []
+    for query, reason in [("limit=0", "limit must lie between 1 and 1000"),
+                          ("limit=1001", "limit must lie between 1 and 1000"),
+                          ("limit=ten", "limit must be an integer"),
+                          ("offset=-1", "offset must lie between")]:
+        response = client.get(f"/api/v1/batches?{query}", headers=auth(plaintext))
+        assert response.status_code == 400 and reason in response.json["reason"], query

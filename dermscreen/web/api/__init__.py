@@ -1,7 +1,8 @@
 """The hospital API under /api/v1: token authentication, tenant scoping, JSON errors.
 
-Routes live in ``batches`` (submissions, progress, results, images), ``alerts`` and ``spec``
-(the OpenAPI document). Every route except the document needs ``Authorization: Bearer <token>``.
+Routes live in ``batches`` (submissions, the list, progress, results, images), ``alerts`` and
+``spec`` (the OpenAPI document). Every route except the document needs
+``Authorization: Bearer <token>``.
 """
 
 from flask import Blueprint

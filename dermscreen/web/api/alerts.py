@@ -9,20 +9,8 @@ from dermscreen.db.alerts import Alert, AlertStatus
 from dermscreen.web.api import bp
 from dermscreen.web.api.auth import owned
 from dermscreen.web.api.errors import abort
+from dermscreen.web.api.paging import page_args
 from dermscreen.web.extensions import database
-
-MAX_LIMIT = 1000
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name, default)
-    try:
-        value = int(raw)
-    except ValueError:
-        abort(400, f"{name} must be an integer, not {raw!r}")
-    if not low <= value <= high:
-        abort(400, f"{name} must lie between {low} and {high}")
-    return value
 
 
 @bp.get("/alerts")
@@ -31,8 +19,7 @@ def list_alerts():
     allowed = [member.value for member in AlertStatus]
     if status is not None and status not in allowed:
         abort(400, f"status must be one of {', '.join(allowed)}")
-    limit = _int_arg("limit", 100, 1, MAX_LIMIT)
-    offset = _int_arg("offset", 0, 0, 10**9)
+    limit, offset = page_args()
     rows = inbox.hospital_alerts(database.session, g.token.hospital_id, status, limit, offset)
     return jsonify({"alerts": rows, "limit": limit, "offset": offset})
 

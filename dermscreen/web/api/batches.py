@@ -1,4 +1,4 @@
-"""Batches: submit (multipart), progress, results (JSON or CSV), one image's result."""
+"""Batches: submit (multipart), list, progress, results (JSON or CSV), one image's result."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dermscreen.submissions import UploadRefused, check_upload, submit_batch
 from dermscreen.web.api import bp
 from dermscreen.web.api.auth import owned
 from dermscreen.web.api.errors import abort
+from dermscreen.web.api.paging import page_args
 from dermscreen.web.extensions import database
 from dermscreen.worker.dispatch import enqueue_ingest
 
@@ -38,6 +39,13 @@ def create_batch():
     location = url_for(".get_batch", batch_id=batch.id)
     body = results.batch_summary(session, batch) | {"files": len(uploads), "location": location}
     return jsonify(body), 202, {"Location": location}
+
+
+@bp.get("/batches")
+def list_batches():
+    limit, offset = page_args()
+    rows = results.hospital_batches(database.session, g.token.hospital_id, limit, offset)
+    return jsonify({"batches": rows, "limit": limit, "offset": offset})
 
 
 @bp.get("/batches/<batch_id>")
