@@ -69,7 +69,6 @@ class Config:
     task_time_limit: int = 1800
     visibility_timeout: int = 3600
     reconcile_interval_seconds: int = 60  # celery beat runs the reconciler this often
-    test_chunk_delay: float = 0.0  # tests only: seconds each inference chunk sleeps
 
     def __post_init__(self) -> None:
         self.home = Path(self.home)

@@ -15,7 +15,6 @@ first run died after its commit but before its messages.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -125,8 +124,6 @@ def predict_chunk(session: Session, config: Config, bundle: Bundle,
 
     The caller commits, then enqueues the outcome's deliveries and heatmaps.
     """
-    if config.test_chunk_delay:
-        time.sleep(config.test_chunk_delay)
     outcome = _unsent_follow_ups(session, image_ids)
     images = session.scalars(select(Image).where(Image.id.in_(image_ids),
                                                  Image.status == ImageStatus.QUEUED)

@@ -22,6 +22,7 @@ from tests.worker.receivers import SmtpReceiver, WebhookReceiver
 
 REDIS = "redis://127.0.0.1:6379"
 DERMSCREEN = str(Path(sys.executable).with_name("dermscreen"))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
@@ -102,13 +103,20 @@ class Workers:
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, config: Config, queues: str, concurrency: int = 1,
-              beat: bool = False):
+              beat: bool = False, chunk_delay: float = 0.0):
+        """Start ``dermscreen worker``; with ``chunk_delay``, each inference chunk first sleeps
+        that many seconds (see tests/integration/slow_worker.py)."""
+        env = config_env(config)
+        command = [DERMSCREEN]
+        if chunk_delay:
+            command = [sys.executable, "-m", "tests.integration.slow_worker", str(chunk_delay)]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         log = open(self.logs / f"{name}.log", "wb")
         self.processes[name] = subprocess.Popen(
-            [DERMSCREEN, "worker", "--queues", queues, "--concurrency", str(concurrency),
-             "--hostname", f"{name}@%h", "--loglevel", "info"] + (["--beat"] if beat else []),
-            env=config_env(config), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            command + ["worker", "--queues", queues, "--concurrency", str(concurrency),
+                       "--hostname", f"{name}@%h", "--loglevel", "info"]
+            + (["--beat"] if beat else []),
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self.processes[name]
 
     def kill(self, name: str, sig=signal.SIGKILL) -> int:

@@ -179,9 +179,9 @@ def test_hostile_uploads_are_refused_with_reasons_while_good_images_are_scored(
 
 @pytest.fixture
 def kill_config(tmp_path, postgres_url, smtp, tiny_bundle):
-    """Redis DB 14, slow chunks (1 s each), a visibility timeout short enough to wait for."""
+    """Redis DB 14, a visibility timeout short enough to wait for."""
     return service_config(tmp_path, postgres_url, redis_database(14), tiny_bundle, smtp.url,
-                          test_chunk_delay=1.0, task_time_limit=40, visibility_timeout=45)
+                          task_time_limit=40, visibility_timeout=45)
 
 
 def test_a_worker_killed_mid_batch_loses_no_image_and_doubles_no_alert(
@@ -192,7 +192,7 @@ def test_a_worker_killed_mid_batch_loses_no_image_and_doubles_no_alert(
                    for i, name in enumerate(names)]
         batch_id = submit_batch(session, kill_config, tenants["a"].id, uploads).id
     enqueue_ingest(kill_config, batch_id)
-    victim = workers.start("victim", kill_config, "ingest,inference")
+    victim = workers.start("victim", kill_config, "ingest,inference", chunk_delay=1.0)
 
     def progress():
         with module_sessions() as session:
@@ -206,9 +206,7 @@ def test_a_worker_killed_mid_batch_loses_no_image_and_doubles_no_alert(
         at_kill = session.get(Batch, batch_id).done_images
     assert at_kill < len(names), "the worker must die mid-batch"
 
-    workers.start("rescuer", kill_config.__class__(**{**kill_config.__dict__,
-                                                      "test_chunk_delay": 0.0}),
-                  "ingest,inference,notify")
+    workers.start("rescuer", kill_config, "ingest,inference,notify")
 
     def finished():
         with module_sessions() as session:
