@@ -62,10 +62,21 @@ class UploadRefused(ValueError):
         self.reasons = reasons
 
 
-def display_name(filename: str | None, index: int) -> str:
-    """The upload's name as a label: its last path component, or ``upload-<n>``."""
-    name = PurePosixPath((filename or "").replace("\\", "/")).name.strip()
-    return (name or f"upload-{index}")[:500]
+def display_name(filename: str | None, index: int, keep_folders: bool = False) -> str:
+    """The upload's name as a label, never a path that is opened: its last path component, or
+    with ``keep_folders`` its relative path (without empty, '.' or '..' parts); else
+    ``upload-<n>``.
+
+    A client's names are cut to the file name (a browser may send a full local path);
+    ``dermscreen screen`` keeps the folders under the one it screens, so that two ``a.png`` in
+    different sub-folders stay apart.
+    """
+    path = PurePosixPath((filename or "").replace("\\", "/"))
+    if keep_folders:
+        name = "/".join(part for part in path.parts if part not in ("/", ".."))
+    else:
+        name = path.name
+    return (name.strip() or f"upload-{index}")[:500]
 
 
 def upload_kind(head: bytes) -> str | None:
@@ -155,13 +166,13 @@ def _store(stream: BinaryIO, destination: Path) -> tuple[int, str]:
 
 
 def _store_uploads(files: Iterable[Upload], metadata_csv: BinaryIO | None,
-                   upload_dir: Path) -> dict:
+                   upload_dir: Path, keep_folders: bool) -> dict:
     manifest: dict = {"files": [], "metadata": None}
     for index, (filename, stream) in enumerate(files):
         relative = f"files/{index:04d}"
         size, sha256 = _store(stream, upload_dir / relative)
-        manifest["files"].append({"name": display_name(filename, index), "path": relative,
-                                  "bytes": size, "sha256": sha256})
+        manifest["files"].append({"name": display_name(filename, index, keep_folders),
+                                  "path": relative, "bytes": size, "sha256": sha256})
     if metadata_csv is not None:
         _store(metadata_csv, upload_dir / METADATA)
         manifest["metadata"] = METADATA
@@ -171,13 +182,17 @@ def _store_uploads(files: Iterable[Upload], metadata_csv: BinaryIO | None,
 
 def submit_batch(session: Session, config: Config, hospital_id: int, files: Iterable[Upload],
                  metadata_csv: BinaryIO | None = None, token_id: int | None = None,
-                 user_id: int | None = None) -> Batch:
-    """Stream the uploads to the batch's upload directory and add the Batch row (received)."""
+                 user_id: int | None = None, keep_folders: bool = False) -> Batch:
+    """Stream the uploads to the batch's upload directory and add the Batch row (received).
+
+    ``keep_folders``: the upload names are paths relative to a folder the caller chose
+    (``dermscreen screen``), kept as labels; otherwise each is cut to its file name.
+    """
     batch_id = new_uid()
     upload_dir = Path(config.store_dir) / "uploads" / batch_id
     (upload_dir / "files").mkdir(parents=True)
     try:
-        manifest = _store_uploads(files, metadata_csv, upload_dir)
+        manifest = _store_uploads(files, metadata_csv, upload_dir, keep_folders)
     except BaseException:
         shutil.rmtree(upload_dir, ignore_errors=True)  # a broken upload leaves nothing behind
         raise

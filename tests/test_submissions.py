@@ -22,6 +22,17 @@ def test_display_name_is_a_label_not_a_path(filename, expected):
     assert display_name(filename, 3) == expected
 
 
+@pytest.mark.parametrize("filename, expected", [
+    ("sub1/a.png", "sub1/a.png"),
+    ("./sub/../a.png", "sub/a.png"),
+    ("/abs/a.png", "abs/a.png"),
+    ("sub\\a.png", "sub/a.png"),
+    ("", "upload-3"),
+])
+def test_display_name_keeps_relative_folders_when_asked(filename, expected):
+    assert display_name(filename, 3, keep_folders=True) == expected
+
+
 @pytest.mark.parametrize("format, kind", [
     ("JPEG", "image"), ("PNG", "image"), ("TIFF", "image"), ("BMP", "image"), ("WEBP", "image"),
     ("GIF", None),

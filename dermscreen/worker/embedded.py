@@ -3,9 +3,11 @@
     report = screen_paths(config, [Path("lesions/")])      # what `dermscreen screen` runs
     worker = start_background_worker(config)                # what `dermscreen serve` starts
 
-``screen_paths`` submits files the way the API does and runs the worker's jobs in order in this
-process (ingest, then each chunk); ``start_background_worker`` runs a Celery worker in a thread on
-the filesystem broker, so the web app's enqueued tasks are handled by the same task code.
+``screen_paths`` submits files the way the API does (but labels each by its path under the folder
+screened, ``sub/a.png``, where the API keeps only a client's file name) and runs the worker's jobs
+in order in this process (ingest, then each chunk); ``start_background_worker`` runs a Celery
+worker in a thread on the filesystem broker, so the web app's enqueued tasks are handled by the
+same task code.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def local_hospital(session) -> Hospital:
 
 
 def collect_files(paths: list[Path]) -> list[tuple[str, Path]]:
-    """(name, path) of every file named or found under a named folder (hidden ones skipped)."""
+    """(name, path) of every file named or found under a named folder (hidden ones skipped):
+    a named file by its file name, a found one by its path relative to the folder named."""
     found = []
     for path in paths:
         if path.is_dir():
@@ -98,7 +101,7 @@ def screen_paths(config: Config, paths: list[Path], bundle_dir: str | None = Non
     with ExitStack() as stack, sessions.begin() as session:
         uploads = [(name, stack.enter_context(open(path, "rb")))
                    for name, path in collect_files(paths)]
-        batch_id = submit_batch(session, config, hospital.id, uploads).id
+        batch_id = submit_batch(session, config, hospital.id, uploads, keep_folders=True).id
     with progress(len(uploads), "checking") as bar:
         chunks = jobs.run_ingest(config, batch_id, bar.update)
     with progress(sum(len(chunk) for chunk in chunks), "scoring") as bar:

@@ -49,7 +49,7 @@ def test_screen_json_on_a_folder_and_an_archive(tmp_path, lesions, tiny_bundle):
     report = json.loads(result.stdout)
     assert set(report) == {"batch", "results", "summary"}
     rows = {row["image"]: row for row in report["results"]}
-    assert set(rows) == {"red.jpg", "blue.png", "corrupt.jpg", "more/red2.jpg"}
+    assert set(rows) == {"red.jpg", "sub/blue.png", "corrupt.jpg", "more/red2.jpg"}
     for row in report["results"]:
         assert list(row) == ["image", "status", "melanoma_probability", "diagnosis",
                              "probabilities", "flagged", "error"]
@@ -57,13 +57,31 @@ def test_screen_json_on_a_folder_and_an_archive(tmp_path, lesions, tiny_bundle):
     assert [row["image"] for row in report["results"]][:2] == sorted(
         ["red.jpg", "more/red2.jpg"], key=lambda name: -rows[name]["melanoma_probability"])
     assert rows["red.jpg"]["flagged"] and rows["red.jpg"]["diagnosis"] == "melanoma"
-    assert not rows["blue.png"]["flagged"] and rows["blue.png"]["diagnosis"] == "nevus"
+    assert not rows["sub/blue.png"]["flagged"] and rows["sub/blue.png"]["diagnosis"] == "nevus"
     assert rows["corrupt.jpg"]["status"] == "failed" and "corrupt image" in rows["corrupt.jpg"]["error"]
     assert rows["corrupt.jpg"]["melanoma_probability"] is None
     assert report["summary"]["status"] == "done"
     assert report["summary"]["counts"] == {"total": 4, "done": 3, "failed": 1, "flagged": 2,
                                            "pending": 0}
     assert (tmp_path / "home" / "dermscreen.db").is_file()
+
+
+def test_screen_labels_images_by_their_path_under_the_folder(tmp_path, tiny_bundle):
+    folder = tmp_path / "clinic"
+    for sub, data in (("left", red(1)), ("right", blue(1))):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "a.png").write_bytes(data)
+    (folder / "visits.zip").write_bytes(zip_bytes({"day1/a.png": red(2), "day2/a.png": blue(2)}))
+
+    report = json.loads(run_screen(tmp_path, folder, "--json", "--model", tiny_bundle).stdout)
+    rows = {row["image"]: row for row in report["results"]}
+    assert set(rows) == {"left/a.png", "right/a.png", "day1/a.png", "day2/a.png"}
+    assert rows["left/a.png"]["flagged"] and not rows["right/a.png"]["flagged"]
+    assert rows["day1/a.png"]["flagged"] and not rows["day2/a.png"]["flagged"]
+
+    table = run_screen(tmp_path, folder, "--model", tiny_bundle).stdout.splitlines()
+    labels = {line.split()[0]: line for line in table[1:5]}
+    assert set(labels) == set(rows) and "YES" in labels["left/a.png"]
 
 
 def test_screen_prints_a_table_and_refuses_hostile_archives(tmp_path, tiny_bundle):
