@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dermscreen.bundle import MELANOMA
@@ -149,3 +150,20 @@ def read_datasets(specs, split: str | None = None) -> pd.DataFrame:
 def class_counts(records: pd.DataFrame) -> pd.Series:
     """Images per class, in ``CLASSES`` order (zeros included)."""
     return records["label"].value_counts().reindex(CLASSES, fill_value=0)
+
+
+# The HAM10000 release holds ISIC_0024306 .. ISIC_0034320: centre crops from two clinics, while the
+# older ISIC archive images (ISIC 2016/2017 challenges, the seed set's melanomas) are whole frames.
+HAM10000_IDS = (24306, 34320)
+
+
+def acquisition(records: pd.DataFrame) -> pd.Series:
+    """The image collection each record comes from: ``ham10000`` or ``isic-archive`` for ISIC ids
+    (by the id range of the HAM10000 release), the record's ``source`` otherwise.
+
+    Sources name datasets, and one dataset can mix collections (the seed set's melanomas are
+    archive images, its other classes mostly HAM10000): the collection is what a model can see."""
+    number = pd.to_numeric(records["image_id"].str.extract(r"^ISIC_(\d+)$")[0], errors="coerce")
+    first, last = HAM10000_IDS
+    named = np.where(number.between(first, last), "ham10000", "isic-archive")
+    return pd.Series(np.where(number.notna(), named, records["source"]), index=records.index)

@@ -11,6 +11,7 @@ from dermscreen.training.backbone.efficientnet_lite import copy_weights, efficie
 from dermscreen.training.backbone.finetune import (
     FinetuneConfig, classifier, image_model, load_config, sample_weights, top_model,
 )
+from dermscreen.training.datasets import acquisition
 from dermscreen.training.features import CacheSpec, cache_features, load_cache
 from tests.factories import BLUE, RED, lesion_image
 
@@ -74,13 +75,36 @@ def _loaded(path):
 def test_sample_weights_balance_sources_then_classes():
     labels = np.array([0, 0, 0, 1, 0, 1])
     sources = np.array(["a", "a", "a", "a", "b", "b"])
-    weights = sample_weights(labels, sources, source_balance=True)
+    weights = sample_weights(labels, sources, "source-then-class")
     assert weights.mean() == pytest.approx(1.0)
     assert weights[labels == 0].sum() == pytest.approx(weights[labels == 1].sum())
     # Within a class, source b's images (fewer) weigh more than source a's.
     assert weights[4] > weights[0] and weights[5] > weights[3]
-    plain = sample_weights(labels, sources, source_balance=False)
+    plain = sample_weights(labels, sources, "class")
     assert plain[labels == 0].sum() == pytest.approx(plain[labels == 1].sum())
+    with pytest.raises(ValueError, match="balance"):
+        sample_weights(labels, sources, "sources")
+
+
+def test_sample_weights_balance_classes_within_each_acquisition():
+    labels = np.array([0, 0, 0, 1, 0, 1, 1, 1, 2])
+    sources = np.array(["a", "a", "a", "a", "b", "b", "b", "b", "b"])
+    weights = sample_weights(labels, sources, "class-within-acquisition")
+    assert weights.mean() == pytest.approx(1.0)
+    a, b = sources == "a", sources == "b"
+    assert weights[a].sum() == pytest.approx(weights[b].sum())
+    # The class mix is even inside each acquisition, so the acquisition tells nothing of it.
+    assert weights[a & (labels == 0)].sum() == pytest.approx(weights[a & (labels == 1)].sum())
+    for label in (0, 1, 2):
+        assert weights[b & (labels == label)].sum() == pytest.approx(weights[b].sum() / 3)
+
+
+def test_acquisition_reads_the_collection_from_isic_ids():
+    records = pd.DataFrame({"image_id": ["ISIC_0024306", "ISIC_0034320", "ISIC_0000139",
+                                         "ISIC_0034321", "lesion-7"],
+                            "source": ["isic9", "isic9", "isic9", "ham10000", "clinic"]})
+    assert acquisition(records).tolist() == ["ham10000", "ham10000", "isic-archive",
+                                             "isic-archive", "clinic"]
 
 
 def test_shipped_model_equals_bottom_then_trained_top(backbone_weights):

@@ -37,7 +37,7 @@ from dermscreen.bundle import MELANOMA, load_bundle, save_bundle, softmax
 from dermscreen.config import Config
 from dermscreen.training.audit import read_reference, with_hashes
 from dermscreen.training.calibration import fit_temperature, threshold_for_sensitivity
-from dermscreen.training.datasets import CLASSES, class_counts, read_dataset
+from dermscreen.training.datasets import CLASSES, acquisition, class_counts, read_dataset
 from dermscreen.training.features import CacheSpec, cache_features, load_cache
 from dermscreen.training.metrics import screening_metrics
 from dermscreen.training.splits import clean_records, drop_overlap, group_ids, grouped_split
@@ -65,7 +65,9 @@ class FinetuneConfig:
     # Test sets, name -> {path, split}: measured, never trained or tuned on.
     test: dict = field(default_factory=dict)
     val_fraction: float = 0.15
-    source_balance: bool = True
+    # Sample weights (see ``sample_weights``): "source-then-class", "class-within-acquisition"
+    # or "class".
+    balance: str = "source-then-class"
     epochs: int = 8
     batch_size: int = 32
     learning_rate: float = 3e-4
@@ -130,18 +132,48 @@ def prepare_data(config: FinetuneConfig, log=print) -> tuple[pd.DataFrame, dict,
     return hashed, tests, info
 
 
-def sample_weights(labels: np.ndarray, sources: np.ndarray, source_balance: bool) -> np.ndarray:
-    """Each source weighs the same in total (when ``source_balance``), then each class weighs
-    the same in total (capped at ``MAX_CLASS_WEIGHT`` times the mean); mean weight 1."""
+def sample_weights(labels: np.ndarray, sources: np.ndarray, balance: str) -> np.ndarray:
+    """Loss weights of training images, mean 1; class weights are capped at ``MAX_CLASS_WEIGHT``.
+
+    - ``source-then-class``: each source weighs the same in total, then each class weighs the
+      same in total over the pool.
+    - ``class-within-acquisition``: ``sources`` are acquisitions (``datasets.acquisition``); each
+      weighs the same in total and its classes are balanced within it, so that acquisition says
+      as little as possible about the class.
+    - ``class``: each class weighs the same in total.
+    """
+    if balance not in BALANCES:
+        raise ValueError(f"balance {balance!r} is not one of {BALANCES}")
+    if balance == "class-within-acquisition":
+        weights = np.zeros(len(labels))
+        for source in np.unique(sources):
+            mine = sources == source
+            weights[mine] = _class_balanced(labels[mine], np.ones(mine.sum())) / mine.sum()
+        return (weights / weights.mean()).astype(np.float32)
     weights = np.ones(len(labels))
-    if source_balance:
+    if balance == "source-then-class":
         names, index, counts = np.unique(sources, return_inverse=True, return_counts=True)
         weights = len(labels) / (len(names) * counts[index])
+    weights = _class_balanced(labels, weights)
+    return (weights / weights.mean()).astype(np.float32)
+
+
+BALANCES = ("source-then-class", "class-within-acquisition", "class")
+
+
+def _weighting_sources(records: pd.DataFrame, balance: str) -> np.ndarray:
+    if balance == "class-within-acquisition":
+        return acquisition(records).to_numpy()
+    return records["source"].to_numpy()
+
+
+def _class_balanced(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``weights`` rescaled so that each class has the same total (factors capped), mean 1."""
     classes, class_index = np.unique(labels, return_inverse=True)
     totals = np.bincount(class_index, weights=weights)
     class_weight = np.minimum(weights.sum() / (len(classes) * totals), MAX_CLASS_WEIGHT)
     weights = weights * class_weight[class_index]
-    return (weights / weights.mean()).astype(np.float32)
+    return weights / weights.mean()
 
 
 def classifier(trunk, dropout: float):
@@ -254,7 +286,7 @@ def _training_settings(config: dict) -> dict:
 
 
 def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, train_w,
-        val_rows, val_y, val_sources, resume: bool, log=print):
+        val_rows, val_y, val_w, val_sources, resume: bool, log=print):
     """Train the top model; return it with the best epoch's weights, and the history."""
     checkpoints = folder / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -280,7 +312,6 @@ def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, tra
                           from_logits=True, label_smoothing=config.label_smoothing),
                       weighted_metrics=[])
     val_one_hot = keras.utils.to_categorical(val_y, len(CLASSES))
-    val_w = sample_weights(val_y, val_sources, config.source_balance)
 
     class Track(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -339,10 +370,11 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
     index = {name: i for i, name in enumerate(CLASSES)}
     train_y = train_table["label"].map(index).to_numpy()
     val_y = val_table["label"].map(index).to_numpy()
-    train_w = sample_weights(train_y, train_table["source"].to_numpy(), config.source_balance)
+    train_w, val_w = (sample_weights(y, _weighting_sources(table, config.balance), config.balance)
+                      for y, table in ((train_y, train_table), (val_y, val_table)))
     log(f"training on {len(train_y)} images x {config.views} views, validating on {len(val_y)}")
     model, history = fit(config, folder, features, train_rows, train_y, train_w,
-                         val_rows, val_y, val_table["source"].to_numpy(), resume, log)
+                         val_rows, val_y, val_w, val_table["source"].to_numpy(), resume, log)
 
     val_logits = plain_logits(model, features, val_rows)
     temperature = fit_temperature(val_logits, val_y)
@@ -447,7 +479,7 @@ def model_card(metadata: dict) -> str:
         f" {config['seed']}) into train {data['folds']['train']['by_source']} and validation"
         f" {data['folds']['val']['by_source']}.",
         f"- {config['views'] - 1} random Augmentor views per training image plus the plain one;"
-        " sources weighted equally, classes balanced within (capped), label smoothing"
+        f" sample weights `{config['balance']}` (classes balanced, capped), label smoothing"
         f" {config['label_smoothing']}; {config['epochs']} epochs, best epoch by validation melanoma AUC:"
         f" {config['best_epoch']}.",
         f"- {data['ids_count']} image ids of the pool (`{data['ids_file']}`), sha256 {data['ids_sha256']};"
