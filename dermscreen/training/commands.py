@@ -71,6 +71,8 @@ TRAINERS = {
                  "dermscreen.training.train:train"),
     "efficientnet-finetune": ("dermscreen.training.backbone.finetune:load_config",
                               "dermscreen.training.backbone.finetune:finetune"),
+    "efficientnet-ensemble": ("dermscreen.training.backbone.ensemble:load_config",
+                              "dermscreen.training.backbone.ensemble:build"),
 }
 
 

@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 from dermscreen.config import PACKAGE_DIR
 from dermscreen.training import commands
+from dermscreen.training.backbone.ensemble import EnsembleConfig
 from dermscreen.training.backbone.finetune import FinetuneConfig
 from dermscreen.training.train_config import TrainConfig
 
@@ -19,7 +20,8 @@ def test_every_preset_names_a_trainer_whose_loader_reads_it():
         trainer = (yaml.safe_load(preset.read_text()) or {}).get("trainer", "seed-cnn")
         load_config, _run = (commands._resolve(name) for name in commands.TRAINERS[trainer])
         config = load_config(preset, [])
-        expected = FinetuneConfig if trainer == "efficientnet-finetune" else TrainConfig
+        expected = {"efficientnet-finetune": FinetuneConfig,
+                    "efficientnet-ensemble": EnsembleConfig}.get(trainer, TrainConfig)
         assert isinstance(config, expected), preset.name
         assert config.trainer == trainer
 

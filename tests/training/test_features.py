@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
+import click
 import numpy as np
 import pandas as pd
 import pytest
 
 from dermscreen.bundle import to_model_input
+from dermscreen.heatmap import feature_layer
 from dermscreen.training.backbone.efficientnet_lite import copy_weights, efficientnet_lite0
+from dermscreen.training.backbone.ensemble import check_split, ensemble_model
 from dermscreen.training.backbone.finetune import (
     FinetuneConfig, classifier, image_model, load_config, sample_weights, top_model,
 )
@@ -131,3 +136,36 @@ def test_preset_loads_with_overrides():
     assert all(spec.get("split") != "test" and not spec["path"].endswith("Test") for spec in config.train)
     assert set(config.test) == {"isic2017_test", "isic9_test"}
     assert config.test["isic2017_test"]["split"] == "test"
+
+
+def _member(backbone_weights, cut, seed):
+    """A fine-tuned member as finetune builds it: converted bottom, its own top and classifier."""
+    config = FinetuneConfig(backbone_weights=backbone_weights, size=SIZE, cut=cut, dropout=0.0)
+    top = top_model(config, efficientnet_lite0((SIZE, SIZE, 3), stop=cut).output.shape[1:])
+    rng = np.random.default_rng(seed)
+    for layer in top.layers:
+        if layer.weights and "bn" not in layer.name:
+            layer.set_weights([w + rng.normal(0, 0.05, w.shape).astype(np.float32)
+                               for w in layer.get_weights()])
+    return image_model(config, top)
+
+
+def test_ensemble_is_the_mean_of_its_members_logits(backbone_weights):
+    members = [_member(backbone_weights, cut, seed) for cut, seed in ((12, 1), (10, 2))]
+    model = ensemble_model(members, [12, 10], SIZE)
+    images = np.random.default_rng(3).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    expected = np.mean([np.asarray(member(images)) for member in members], axis=0)
+    np.testing.assert_allclose(np.asarray(model(images)), expected, rtol=1e-4, atol=1e-4)
+    assert feature_layer(model).name == "member_maps"  # Grad-CAM explains the joint map
+    other = efficientnet_lite0((SIZE, SIZE, 3))  # another backbone: the bottoms differ
+    other.get_layer("stem_conv").set_weights([np.ones_like(w) for w in other.get_layer("stem_conv").get_weights()])
+    with pytest.raises(click.UsageError, match="frozen layer"):
+        ensemble_model([members[0], classifier(other, 0.0)], [12, 12], SIZE)
+
+
+def test_ensemble_refuses_members_trained_on_another_split():
+    split = FinetuneConfig(train=[{"path": "pool"}], seed=0)
+    member = {"name": "m", "version": "1", "training": {**asdict(split), "seed": 1}}
+    with pytest.raises(click.UsageError, match="seed"):
+        check_split([member], split)
+    check_split([{**member, "training": asdict(split)}], split)

@@ -381,7 +381,7 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
     melanoma = CLASSES.index(MELANOMA)
     threshold = threshold_for_sensitivity(softmax(val_logits, temperature)[:, melanoma],
                                           val_y == melanoma, config.target_sensitivity)
-    metrics = {"validation": _metrics(val_logits, val_y, temperature, threshold,
+    metrics = {"validation": calibrated_metrics(val_logits, val_y, temperature, threshold,
                                       f"validation fold: {data_info['folds']['val']['by_source']}")}
     log(f"temperature {temperature:.3f}, threshold {threshold:.4f}")
 
@@ -398,7 +398,7 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
         "metrics": metrics,
         "training_data": {**data_info, "ids_file": TRAINING_IDS_FILE,
                           "ids_count": int(given["image_id"].nunique()),
-                          "ids_sha256": _digest(set(given["image_id"])),
+                          "ids_sha256": ids_digest(set(given["image_id"])),
                           "ids_note": "every image id of the training pool as read, before cleaning"},
         "training": {**asdict(config), "best_epoch": int(max(history, key=lambda r: r["val_auc"])["epoch"])},
     }
@@ -419,7 +419,7 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
     return bundle
 
 
-def _metrics(logits, labels, temperature: float, threshold: float, data: str) -> dict:
+def calibrated_metrics(logits, labels, temperature: float, threshold: float, data: str) -> dict:
     calibrated = screening_metrics(softmax(logits, temperature), labels, CLASSES, threshold)
     raw = screening_metrics(softmax(logits), labels, CLASSES, threshold)
     return {**calibrated, "ece_uncalibrated": raw["ece"],
@@ -434,7 +434,7 @@ def measure_tests(bundle_path: Path, tests: dict, log=print) -> dict:
     for name, table in tests.items():
         logits = np.concatenate([bundle.logits(bundle.batch(table["path"][i:i + 64]))
                                  for i in range(0, len(table), 64)])
-        out[name] = _metrics(logits, table["label"].map(index).to_numpy(), bundle.temperature,
+        out[name] = calibrated_metrics(logits, table["label"].map(index).to_numpy(), bundle.temperature,
                              bundle.threshold, f"{name}: {len(table)} images")
         log(f"{name}: AUC {out[name]['melanoma_auc']:.3f} sensitivity {out[name]['sensitivity']:.3f} "
             f"specificity {out[name]['specificity']:.3f}")
@@ -448,7 +448,7 @@ def onnx_tensorflow_difference(bundle_path: Path, paths) -> float:
     return float(np.abs(onnx.predict(batch) - tf.predict(batch)).max())
 
 
-def _digest(ids) -> str:
+def ids_digest(ids) -> str:
     import hashlib
 
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
@@ -485,28 +485,40 @@ def model_card(metadata: dict) -> str:
         f"- {data['ids_count']} image ids of the pool (`{data['ids_file']}`), sha256 {data['ids_sha256']};"
         " the pHashes of the images used (`training_phashes.txt`) let `dermscreen evaluate` drop"
         " near-duplicates of them.",
-        "", "## Metrics (threshold as shipped)", "",
+        "", *metrics_table(metadata["metrics"]),
+        "", *known_limits(data["folds"]["train"]["class_counts"]),
+    ]
+    return "\n".join(lines)
+
+
+def metrics_table(metrics: dict) -> list[str]:
+    """Model card lines: the metrics of every data set, at the shipped threshold."""
+    lines = [
+        "## Metrics (threshold as shipped)", "",
         "| data | n | melanomas | accuracy | balanced acc. | melanoma AUC | sensitivity | specificity"
         " | ECE before -> after calibration |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, m in metadata["metrics"].items():
+    for m in metrics.values():
         lines.append(f"| {m['data']} | {m['n']} | {m['melanomas']} | {m['accuracy']:.3f} |"
                      f" {m['balanced_accuracy']:.3f} | {_fmt(m['melanoma_auc'])} | {_fmt(m['sensitivity'])}"
                      f" | {_fmt(m['specificity'])} | {m['ece_uncalibrated']:.3f} -> {m['ece']:.3f} |")
-    counts = data["folds"]["train"]["class_counts"]
-    lines += [
-        "", "## Known limits",
+    return lines
+
+
+def known_limits(train_class_counts: dict) -> list[str]:
+    """Model card lines: what the model was never shown."""
+    return [
+        "## Known limits",
         "- A screening aid that sends images to a dermatologist; never a diagnosis.",
         "- Images: dermoscopic photographs only (ISIC 2017, HAM10000 and the seed set). Clinical"
         " photographs, other devices and other image pipelines were never seen.",
         "- Skin types: the sources (ISIC archive, HAM10000 from Austria and Australia) record no skin"
         " type and show mostly light skin; performance on darker skin was not measured.",
-        f"- Classes with few training images: {', '.join(f'{k} ({v})' for k, v in counts.items() if v < 150)}."
+        f"- Classes with few training images: {', '.join(f'{k} ({v})' for k, v in train_class_counts.items() if v < 150)}."
         " Lesions outside the 9 classes (e.g. non-pigmented, mucosal, nail) get one of the 9 anyway.",
         "- Test sets are ISIC images too: expect lower numbers on another hospital's images.", "",
     ]
-    return "\n".join(lines)
 
 
 def _fmt(value) -> str:
