@@ -159,11 +159,12 @@ HAM10000_IDS = (24306, 34320)
 
 def acquisition(records: pd.DataFrame) -> pd.Series:
     """The image collection each record comes from: ``ham10000`` or ``isic-archive`` for ISIC ids
-    (by the id range of the HAM10000 release), the record's ``source`` otherwise.
+    (by the id range of the HAM10000 release; copies such as ``ISIC_0025509(1)`` count), the
+    record's ``source`` otherwise.
 
     Sources name datasets, and one dataset can mix collections (the seed set's melanomas are
     archive images, its other classes mostly HAM10000): the collection is what a model can see."""
-    number = pd.to_numeric(records["image_id"].str.extract(r"^ISIC_(\d+)$")[0], errors="coerce")
+    number = pd.to_numeric(records["image_id"].str.extract(r"^ISIC_(\d+)")[0], errors="coerce")
     first, last = HAM10000_IDS
     named = np.where(number.between(first, last), "ham10000", "isic-archive")
     return pd.Series(np.where(number.notna(), named, records["source"]), index=records.index)

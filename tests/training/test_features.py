@@ -102,14 +102,17 @@ def test_sample_weights_balance_classes_within_each_acquisition():
     assert weights[a & (labels == 0)].sum() == pytest.approx(weights[a & (labels == 1)].sum())
     for label in (0, 1, 2):
         assert weights[b & (labels == label)].sum() == pytest.approx(weights[b].sum() / 3)
+    # Two stray images in a collection of their own do not take half of the loss.
+    stray = sample_weights(np.r_[labels, 0, 0], np.r_[sources, "c", "c"], "class-within-acquisition")
+    assert stray.max() <= 10.0 + 1e-6 and stray[-2:].sum() < 0.5 * stray.sum()
 
 
 def test_acquisition_reads_the_collection_from_isic_ids():
     records = pd.DataFrame({"image_id": ["ISIC_0024306", "ISIC_0034320", "ISIC_0000139",
-                                         "ISIC_0034321", "lesion-7"],
-                            "source": ["isic9", "isic9", "isic9", "ham10000", "clinic"]})
+                                         "ISIC_0034321", "ISIC_0025509(1)", "lesion-7"],
+                            "source": ["isic9", "isic9", "isic9", "ham10000", "isic9", "clinic"]})
     assert acquisition(records).tolist() == ["ham10000", "ham10000", "isic-archive",
-                                             "isic-archive", "clinic"]
+                                             "isic-archive", "ham10000", "clinic"]
 
 
 def test_shipped_model_equals_bottom_then_trained_top(backbone_weights):

@@ -138,8 +138,9 @@ def sample_weights(labels: np.ndarray, sources: np.ndarray, balance: str) -> np.
     - ``source-then-class``: each source weighs the same in total, then each class weighs the
       same in total over the pool.
     - ``class-within-acquisition``: ``sources`` are acquisitions (``datasets.acquisition``); each
-      weighs the same in total and its classes are balanced within it, so that acquisition says
-      as little as possible about the class.
+      weighs the same in total (no image above ``MAX_CLASS_WEIGHT`` times the mean) and its
+      classes are balanced within it, so that acquisition says as little as possible about the
+      class.
     - ``class``: each class weighs the same in total.
     """
     if balance not in BALANCES:
@@ -149,6 +150,8 @@ def sample_weights(labels: np.ndarray, sources: np.ndarray, balance: str) -> np.
         for source in np.unique(sources):
             mine = sources == source
             weights[mine] = _class_balanced(labels[mine], np.ones(mine.sum())) / mine.sum()
+        # A handful of images from a collection of their own must not dominate the loss.
+        weights = np.minimum(weights / weights.mean(), MAX_CLASS_WEIGHT)
         return (weights / weights.mean()).astype(np.float32)
     weights = np.ones(len(labels))
     if balance == "source-then-class":
