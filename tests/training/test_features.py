@@ -103,8 +103,9 @@ def test_sample_weights_balance_classes_within_each_acquisition():
     for label in (0, 1, 2):
         assert weights[b & (labels == label)].sum() == pytest.approx(weights[b].sum() / 3)
     # Two stray images in a collection of their own do not take half of the loss.
-    stray = sample_weights(np.r_[labels, 0, 0], np.r_[sources, "c", "c"], "class-within-acquisition")
-    assert stray.max() <= 10.0 + 1e-6 and stray[-2:].sum() < 0.5 * stray.sum()
+    many = np.concatenate([np.zeros(100, int), np.ones(100, int), [0, 0]])
+    stray = sample_weights(many, np.array(["a"] * 200 + ["c"] * 2), "class-within-acquisition")
+    assert stray[-2:].sum() < 0.2 * stray.sum()  # uncapped: half
 
 
 def test_acquisition_reads_the_collection_from_isic_ids():

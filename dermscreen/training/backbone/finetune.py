@@ -138,7 +138,8 @@ def sample_weights(labels: np.ndarray, sources: np.ndarray, balance: str) -> np.
     - ``source-then-class``: each source weighs the same in total, then each class weighs the
       same in total over the pool.
     - ``class-within-acquisition``: ``sources`` are acquisitions (``datasets.acquisition``); each
-      weighs the same in total (no image above ``MAX_CLASS_WEIGHT`` times the mean) and its
+      weighs the same in total (no image above ``MAX_CLASS_WEIGHT`` times the mean before the
+      final rescaling, so a tiny collection cannot take the loss over) and its
       classes are balanced within it, so that acquisition says as little as possible about the
       class.
     - ``class``: each class weighs the same in total.
