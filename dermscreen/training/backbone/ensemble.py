@@ -171,6 +171,8 @@ def build(config: EnsembleConfig, resume: bool = False, log=print) -> Path:
     metrics = {"validation": finetune.calibrated_metrics(
         val_logits, val_y, temperature, threshold,
         f"validation fold: {data_info['folds']['val']['by_source']}")}
+    metrics["validation"]["by_collection"] = finetune.collection_operating_points(
+        softmax(val_logits, temperature)[:, melanoma], val_y == melanoma, val, threshold)
     log(f"temperature {temperature:.3f}, threshold {threshold:.4f}")
     # Every member trained on the same fold; their lists differ only if their pools were read apart.
     lists = {name: set().union(*((bundle.path / name).read_text().split() for bundle in bundles))
@@ -224,6 +226,7 @@ def model_card(metadata: dict) -> str:
         f"- Calibration: temperature {out['temperature']:.3f} fitted on validation NLL. Alert threshold"
         f" {out['alert_threshold']:.4f} on the calibrated melanoma probability, the highest with"
         f" >= {metadata['training']['target_sensitivity']:.0%} melanoma sensitivity on validation.",
+        *finetune.operating_points_line(metadata["metrics"]["validation"]),
         "- `model.onnx` is the same model for ONNX Runtime (picked on CPU); max probability difference"
         f" to TensorFlow on 64 test images: {metadata['onnx_tensorflow_max_probability_difference']:.1e}.",
         "", "## Members", "",

@@ -387,7 +387,10 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
                                           val_y == melanoma, config.target_sensitivity)
     metrics = {"validation": calibrated_metrics(val_logits, val_y, temperature, threshold,
                                       f"validation fold: {data_info['folds']['val']['by_source']}")}
-    log(f"temperature {temperature:.3f}, threshold {threshold:.4f}")
+    metrics["validation"]["by_collection"] = collection_operating_points(
+        softmax(val_logits, temperature)[:, melanoma], val_y == melanoma, val_table, threshold)
+    log(f"temperature {temperature:.3f}, threshold {threshold:.4f}; validation by collection: "
+        f"{metrics['validation']['by_collection']}")
 
     shipped = image_model(config, model)
     bundle = folder / "bundle"
@@ -473,6 +476,7 @@ def model_card(metadata: dict) -> str:
         f"- Calibration: temperature {out['temperature']:.3f} fitted on validation NLL. Alert threshold"
         f" {out['alert_threshold']:.4f} on the calibrated melanoma probability, the highest with"
         f" >= {config['target_sensitivity']:.0%} melanoma sensitivity on validation.",
+        *operating_points_line(metadata["metrics"]["validation"]),
         "- `model.onnx` is the same model for ONNX Runtime (picked on CPU); max probability difference"
         f" to TensorFlow on 64 test images: {metadata.get('onnx_tensorflow_max_probability_difference', float('nan')):.1e}.",
         "", "## Training data",
@@ -493,6 +497,30 @@ def model_card(metadata: dict) -> str:
         "", *known_limits(data["folds"]["train"]["class_counts"]),
     ]
     return "\n".join(lines)
+
+
+def collection_operating_points(score: np.ndarray, positive: np.ndarray, table: pd.DataFrame,
+                                threshold: float) -> dict:
+    """Melanoma sensitivity and specificity at ``threshold`` within each image collection
+    (``datasets.acquisition``): a threshold fitted on a mix can miss more in one collection."""
+    collections = acquisition(table).to_numpy()
+    out = {}
+    for name in sorted(set(collections)):
+        melanomas, others = (collections == name) & positive, (collections == name) & ~positive
+        out[name] = {"melanomas": int(melanomas.sum()), "others": int(others.sum()),
+                     "sensitivity": float(np.mean(score[melanomas] >= threshold)) if melanomas.any() else None,
+                     "specificity": float(np.mean(score[others] < threshold)) if others.any() else None}
+    return out
+
+
+def operating_points_line(validation: dict) -> list[str]:
+    """Model card line: the threshold's sensitivity and specificity per collection on validation."""
+    points = validation.get("by_collection")
+    if not points:
+        return []
+    return ["- At that threshold, validation by image collection: " + "; ".join(
+        f"{name} sensitivity {_fmt(p['sensitivity'])}, specificity {_fmt(p['specificity'])}"
+        f" ({p['melanomas']} melanomas, {p['others']} others)" for name, p in points.items()) + "."]
 
 
 def metrics_table(metrics: dict) -> list[str]:
