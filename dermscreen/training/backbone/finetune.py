@@ -132,6 +132,9 @@ def prepare_data(config: FinetuneConfig, log=print) -> tuple[pd.DataFrame, dict,
     return hashed, tests, info
 
 
+BALANCES = ("source-then-class", "class-within-acquisition", "class")
+
+
 def sample_weights(labels: np.ndarray, sources: np.ndarray, balance: str) -> np.ndarray:
     """Loss weights of training images, mean 1; class weights are capped at ``MAX_CLASS_WEIGHT``.
 
@@ -160,9 +163,6 @@ def sample_weights(labels: np.ndarray, sources: np.ndarray, balance: str) -> np.
         weights = len(labels) / (len(names) * counts[index])
     weights = _class_balanced(labels, weights)
     return (weights / weights.mean()).astype(np.float32)
-
-
-BALANCES = ("source-then-class", "class-within-acquisition", "class")
 
 
 def _weighting_sources(records: pd.DataFrame, balance: str) -> np.ndarray:
