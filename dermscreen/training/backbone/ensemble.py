@@ -17,9 +17,8 @@ are measured there, overall and within each image collection, and the ensemble o
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import click
@@ -27,7 +26,6 @@ import keras
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.metrics import roc_auc_score
 
 from dermscreen.bundle import MELANOMA, load_bundle, save_bundle, softmax
 from dermscreen.config import Config
@@ -52,20 +50,12 @@ class EnsembleConfig:
     output: str = ""
 
     def member_paths(self) -> list[Path]:
-        home = str(Config.from_env().home)
-        return [Path(os.path.expandvars(path.replace("${DERMSCREEN_HOME}", home)))
-                for path in self.members]
+        return [finetune.expand_home(path) for path in self.members]
 
 
 def load_config(path, overrides=()) -> EnsembleConfig:
-    values = yaml.safe_load(Path(path).read_text()) or {}
-    for item in overrides:
-        key, _, text = item.partition("=")
-        values[key] = yaml.safe_load(text)
-    unknown = set(values) - {f.name for f in fields(EnsembleConfig)}
-    if unknown:
-        raise click.UsageError(f"unknown config keys: {sorted(unknown)}")
-    config = EnsembleConfig(**values)
+    config = finetune.config_from(EnsembleConfig, yaml.safe_load(Path(path).read_text()) or {},
+                                  overrides)
     if config.split_from and not Path(config.split_from).is_absolute():
         config.split_from = str(Path(path).parent / config.split_from)
     return config
@@ -108,17 +98,16 @@ def ensemble_model(members: list, cuts: list[int], size: int) -> keras.Model:
     return model
 
 
-def validation_aucs(logits: np.ndarray, table: pd.DataFrame) -> dict:
+def validation_aucs(logits: np.ndarray, labels: np.ndarray, table: pd.DataFrame) -> dict:
     """Melanoma AUC on the validation fold, overall and within each image collection, and the
     mean of the within-collection AUCs (the measure that the collection's look cannot raise)."""
-    positive = (table["label"] == MELANOMA).to_numpy()
-    score = softmax(logits)[:, CLASSES.index(MELANOMA)]
-    out = {"all": float(roc_auc_score(positive, score))}
+    out = {"all": finetune.melanoma_auc(logits, labels)}
     collections = acquisition(table).to_numpy()
     for name in sorted(set(collections)):
         mine = collections == name
-        if positive[mine].any() and not positive[mine].all():
-            out[name] = float(roc_auc_score(positive[mine], score[mine]))
+        auc = finetune.melanoma_auc(logits[mine], labels[mine])
+        if auc == auc:  # nan where the collection holds one class only
+            out[name] = auc
     out["within_collection_mean"] = float(np.mean([out[name] for name in set(collections) if name in out]))
     return out
 
@@ -158,9 +147,9 @@ def build(config: EnsembleConfig, resume: bool = False, log=print) -> Path:
     candidates = {}
     for bundle in bundles:
         logits = image_logits(bundle.keras_model, val["path"], size)
-        candidates[f"{bundle.metadata['name']} {bundle.version}"] = validation_aucs(logits, val)
+        candidates[f"{bundle.metadata['name']} {bundle.version}"] = validation_aucs(logits, val_y, val)
     val_logits = image_logits(model, val["path"], size)
-    candidates["ensemble"] = validation_aucs(val_logits, val)
+    candidates["ensemble"] = validation_aucs(val_logits, val_y, val)
     for name, aucs in candidates.items():
         log(f"validation melanoma AUC, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in aucs.items()))
 

@@ -79,8 +79,12 @@ class FinetuneConfig:
 
     @property
     def weights_path(self) -> Path:
-        return Path(os.path.expandvars(self.backbone_weights.replace("${DERMSCREEN_HOME}",
-                                                                     str(Config.from_env().home))))
+        return expand_home(self.backbone_weights)
+
+
+def expand_home(path: str) -> Path:
+    """A preset's path with ``${DERMSCREEN_HOME}`` (and other $VARS) expanded."""
+    return Path(os.path.expandvars(path.replace("${DERMSCREEN_HOME}", str(Config.from_env().home))))
 
 
 def load_config(path, overrides=()) -> FinetuneConfig:
@@ -88,13 +92,20 @@ def load_config(path, overrides=()) -> FinetuneConfig:
     values = yaml.safe_load(Path(path).read_text()) or {}
     data = values.pop("data", {})
     values.update({key: data[key] for key in ("train", "reference", "test") if key in data})
+    return config_from(FinetuneConfig, values, overrides)
+
+
+def config_from(kind, values: dict, overrides=()):
+    """``kind`` (a config dataclass) from preset ``values`` and ``key=value`` overrides (values
+    in YAML syntax); unknown keys are a usage error."""
+    values = dict(values)
     for item in overrides:
         key, _, text = item.partition("=")
         values[key] = yaml.safe_load(text)
-    unknown = set(values) - {f.name for f in fields(FinetuneConfig)}
+    unknown = set(values) - {f.name for f in fields(kind)}
     if unknown:
         raise click.UsageError(f"unknown config keys: {sorted(unknown)}")
-    return FinetuneConfig(**values)
+    return kind(**values)
 
 
 def read_specs(specs) -> pd.DataFrame:
