@@ -52,11 +52,14 @@ def batch_summary(session: Session, batch: Batch) -> dict:
     }
 
 
-def hospital_batches(session: Session, hospital_id: int, limit: int = 100,
+def hospital_batches(session: Session, hospital_id: int | None, limit: int = 100,
                      offset: int = 0) -> list[dict]:
-    """The hospital's batches as summaries (see ``batch_summary``), newest first."""
-    query = (select(Batch).where(Batch.hospital_id == hospital_id)
-             .order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit).offset(offset))
+    """The hospital's batches (every hospital's when ``hospital_id`` is None) as summaries (see
+    ``batch_summary``), newest first."""
+    query = select(Batch)
+    if hospital_id is not None:
+        query = query.where(Batch.hospital_id == hospital_id)
+    query = query.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit).offset(offset)
     return [batch_summary(session, batch) for batch in session.scalars(query)]
 
 

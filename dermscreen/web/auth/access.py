@@ -82,13 +82,6 @@ def tenant_get(model, key):
     return row
 
 
-def tenant_filter(query, model):
-    """``query`` limited to the signed-in user's hospital (unchanged for admins)."""
-    if current_user.hospital_id is None:
-        return query
-    return query.where(model.hospital_id == current_user.hospital_id)
-
-
 def audit_scope():
     """What a list page covers, for the audit log: the user's hospital, or (admins) the user."""
     if current_user.hospital_id is not None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from flask import Response, current_app, flash, jsonify, redirect, render_template, url_for
 from flask_login import current_user
-from sqlalchemy import select
 
 from dermscreen import results, submissions
 from dermscreen.db import audit
 from dermscreen.db.screening import Batch
 from dermscreen.db.tenancy import Role
-from dermscreen.web.auth.access import audit_scope, role_required, tenant_filter, tenant_get
+from dermscreen.web.auth.access import audit_scope, role_required, tenant_get
 from dermscreen.web.extensions import database
 from dermscreen.web.pages import bp
 from dermscreen.web.pages.forms import UploadForm
@@ -33,8 +32,8 @@ def home():
 @bp.route("/batches")
 @role_required(*ANYONE)
 def batches():
-    query = tenant_filter(select(Batch), Batch).order_by(Batch.created_at.desc()).limit(BATCH_LIST_LIMIT)
-    rows = [results.batch_summary(database.session, batch) for batch in database.session.scalars(query)]
+    # Admins have no hospital: they see every hospital's batches.
+    rows = results.hospital_batches(database.session, current_user.hospital_id, BATCH_LIST_LIMIT)
     audit.record(database.session, "view_batches", audit_scope(), user_id=current_user.id,
                  hospital_id=current_user.hospital_id, shown=len(rows))
     database.session.commit()
