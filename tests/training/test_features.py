@@ -17,7 +17,7 @@ from dermscreen.training.backbone.finetune import (
     FinetuneConfig, classifier, collection_operating_points, image_model, load_config,
     operating_points_line, sample_weights, top_model,
 )
-from dermscreen.training.datasets import acquisition
+from dermscreen.training.datasets import CLASSES, acquisition
 from dermscreen.training.features import CacheSpec, cache_features, load_cache
 from tests.factories import BLUE, RED, lesion_image
 
@@ -185,3 +185,18 @@ def test_operating_points_are_measured_within_each_collection():
     assert points["ham10000"] == {"melanomas": 1, "others": 1, "sensitivity": 1.0, "specificity": 1.0}
     assert points["isic-archive"]["sensitivity"] == 0.0  # its melanoma scores under the threshold
     assert "isic-archive sensitivity 0.000" in operating_points_line({"by_collection": points})[0]
+
+
+def test_validation_row_measures_auc_within_each_collection():
+    from dermscreen.training.backbone.finetune import validation_row
+
+    melanoma = CLASSES.index("melanoma")
+    labels = np.array([melanoma, 0, melanoma, 0])
+    logits = np.zeros((4, len(CLASSES)))
+    # Ranked right inside each collection, but the HAM melanoma scores below the archive nevus.
+    logits[:, melanoma] = [1.0, 0.0, 3.0, 2.0]
+    collections = np.array(["ham10000", "ham10000", "isic-archive", "isic-archive"])
+    row = validation_row(logits, labels, np.array(["a"] * 4), collections)
+    assert row["val_auc_within_ham10000"] == row["val_auc_within_isic-archive"] == 1.0
+    assert row["val_auc_within"] == 1.0
+    assert row["val_auc"] == 0.75

@@ -75,6 +75,9 @@ class FinetuneConfig:
     dropout: float = 0.3
     label_smoothing: float = 0.05
     target_sensitivity: float = 0.9
+    # The kept epoch has the best validation melanoma AUC overall ("val_auc") or the best mean of
+    # the AUCs within each image collection ("val_auc_within", blind to the collection cue).
+    select_by: str = "val_auc"
     output: str = ""
 
     @property
@@ -300,8 +303,27 @@ def _training_settings(config: dict) -> dict:
     return {key: value for key, value in config.items() if key not in LABELS}
 
 
+SELECTION_NAMES = {"val_auc": "validation melanoma AUC",
+                   "val_auc_within": "the mean of the validation melanoma AUCs within each collection"}
+
+
+def validation_row(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray,
+                   collections: np.ndarray) -> dict:
+    """Validation melanoma AUCs: overall, per source (dataset), per image collection
+    (``val_auc_within_<collection>``) and the mean of the collections' (``val_auc_within``)."""
+    row = {"val_auc": melanoma_auc(logits, labels)}
+    for source in sorted(set(sources)):
+        mine = sources == source
+        row[f"val_auc_{source}"] = melanoma_auc(logits[mine], labels[mine])
+    within = {name: melanoma_auc(logits[collections == name], labels[collections == name])
+              for name in sorted(set(collections))}
+    row.update({f"val_auc_within_{name}": auc for name, auc in within.items()})
+    row["val_auc_within"] = float(np.nanmean(list(within.values())))
+    return row
+
+
 def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, train_w,
-        val_rows, val_y, val_w, val_sources, resume: bool, log=print):
+        val_rows, val_y, val_w, val_sources, val_collections, resume: bool, log=print):
     """Train the top model; return it with the best epoch's weights, and the history."""
     checkpoints = folder / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -334,13 +356,10 @@ def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, tra
             row = {"epoch": epoch + 1, "loss": float(logs["loss"]),
                    "val_loss": float(self.model.compute_loss(
                        y=val_one_hot, y_pred=logits, sample_weight=val_w)),
-                   "val_auc": melanoma_auc(logits, val_y)}
-            for source in sorted(set(val_sources)):
-                mine = val_sources == source
-                row[f"val_auc_{source}"] = melanoma_auc(logits[mine], val_y[mine])
+                   **validation_row(logits, val_y, val_sources, val_collections)}
             history.append(row)
             log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-            if row["val_auc"] >= max(r["val_auc"] for r in history):
+            if row[config.select_by] >= max(r[config.select_by] for r in history):
                 self.model.save_weights(checkpoints / "best.weights.h5")
             self.model.save(checkpoints / "last.keras")
             state_path.write_text(json.dumps({"config": asdict(config), "epoch": epoch + 1,
@@ -361,6 +380,8 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
 
     from dermscreen.training.onnx_export import export_onnx
 
+    if config.select_by not in SELECTION_NAMES:
+        raise click.UsageError(f"select_by {config.select_by!r} is not one of {sorted(SELECTION_NAMES)}")
     if not config.weights_path.is_file():
         raise click.UsageError(f"{config.weights_path} missing: convert the backbone first with "
                                "python -m dermscreen.training.backbone.convert")
@@ -389,7 +410,8 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
                       for y, table in ((train_y, train_table), (val_y, val_table)))
     log(f"training on {len(train_y)} images x {config.views} views, validating on {len(val_y)}")
     model, history = fit(config, folder, features, train_rows, train_y, train_w,
-                         val_rows, val_y, val_w, val_table["source"].to_numpy(), resume, log)
+                         val_rows, val_y, val_w, val_table["source"].to_numpy(),
+                         acquisition(val_table).to_numpy(), resume, log)
 
     val_logits = plain_logits(model, features, val_rows)
     temperature = fit_temperature(val_logits, val_y)
@@ -418,7 +440,7 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
                           "ids_count": int(given["image_id"].nunique()),
                           "ids_sha256": ids_digest(set(given["image_id"])),
                           "ids_note": "every image id of the training pool as read, before cleaning"},
-        "training": {**asdict(config), "best_epoch": int(max(history, key=lambda r: r["val_auc"])["epoch"])},
+        "training": {**asdict(config), "best_epoch": int(max(history, key=lambda r: r[config.select_by])["epoch"])},
     }
     save_bundle(bundle, shipped, metadata, onnx_bytes=export_onnx(shipped))
     metrics.update(measure_tests(bundle, tests, log))
@@ -499,8 +521,8 @@ def model_card(metadata: dict) -> str:
         f" {data['folds']['val']['by_source']}.",
         f"- {config['views'] - 1} random Augmentor views per training image plus the plain one;"
         f" sample weights `{config['balance']}` (classes balanced, capped), label smoothing"
-        f" {config['label_smoothing']}; {config['epochs']} epochs, best epoch by validation melanoma AUC:"
-        f" {config['best_epoch']}.",
+        f" {config['label_smoothing']}; {config['epochs']} epochs, best epoch by"
+        f" {SELECTION_NAMES[config.get('select_by', 'val_auc')]}: {config['best_epoch']}.",
         f"- {data['ids_count']} image ids of the pool (`{data['ids_file']}`), sha256 {data['ids_sha256']};"
         " the pHashes of the images used (`training_phashes.txt`) let `dermscreen evaluate` drop"
         " near-duplicates of them.",
