@@ -5,13 +5,18 @@ A bundle is a directory::
     model.keras     Keras model: float32 RGB images in [0, 255] of the input size -> class logits.
                     Normalisation lives inside the model, so serving cannot drift from training.
     model.onnx      optional ONNX export of the same model (fast CPU inference)
-    metadata.json   version, changelog, frameworks, input and output spec (classes, calibration
-                    temperature, alert threshold), metrics with the data they were measured on,
-                    training config and a hash of the training data list
+    metadata.json   version, changelog, frameworks, input and output spec (classes, test-time
+                    views, calibration temperature and class biases, alert threshold), metrics
+                    with the data they were measured on, training config and a hash of the
+                    training data list
     README.md       the human-readable model card
 
 ``to_model_input`` is the only image preprocessing there is: training, evaluation and serving
-call it. ``load_bundle(path).predict(images)`` returns calibrated class probabilities.
+call it. ``load_bundle(path).predict(images)`` returns calibrated class probabilities:
+``softmax(logits / temperature + class_bias)``, where the logits are the mean over the bundle's
+test-time ``views`` (flips of the input; the plain image alone by default).
+
+Format 2 added ``views`` and ``class_bias``; format 1 bundles (neither) still load.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from typing import Iterable, Union
 import numpy as np
 from PIL import Image
 
-FORMAT = "dermscreen-bundle/1"
+FORMAT = "dermscreen-bundle/2"
+READABLE_FORMATS = {"dermscreen-bundle/1", FORMAT}
 MELANOMA = "melanoma"
 KERAS_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
@@ -60,8 +66,20 @@ def to_model_input(image: ImageLike, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image, dtype=np.float32)
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+# Test-time views: transforms of an NHWC batch whose logits are averaged.
+VIEWS = {
+    "identity": lambda batch: batch,
+    "flip_left_right": lambda batch: batch[:, :, ::-1],
+    "flip_up_down": lambda batch: batch[:, ::-1],
+    "rotate_180": lambda batch: batch[:, ::-1, ::-1],
+}
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0, bias=None) -> np.ndarray:
+    """``softmax(logits / temperature + bias)``, row-wise."""
     scaled = np.asarray(logits, dtype=np.float64) / temperature
+    if bias is not None:
+        scaled = scaled + np.asarray(bias, dtype=np.float64)
     scaled -= scaled.max(axis=1, keepdims=True)
     exp = np.exp(scaled)
     return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -123,6 +141,15 @@ class Bundle:
     def temperature(self) -> float:
         return float(self.metadata["output"].get("temperature", 1.0))
 
+    @property
+    def class_bias(self) -> np.ndarray:
+        return np.asarray(self.metadata["output"].get("class_bias", [0.0] * len(self.classes)))
+
+    @property
+    def views(self) -> list[str]:
+        """Test-time views whose logits are averaged (``VIEWS``)."""
+        return list(self.metadata["output"].get("views", ["identity"]))
+
     # --- inference ------------------------------------------------------------------------
     @cached_property
     def keras_model(self):
@@ -151,9 +178,14 @@ class Bundle:
         return np.stack(arrays)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Uncalibrated logits for an input array from ``batch``."""
+        """Uncalibrated logits for an input array from ``batch``: the mean over ``views``."""
         if len(batch) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
+        views = np.concatenate([VIEWS[name](batch) for name in self.views])
+        return self.model_logits(views).reshape(len(self.views), len(batch), -1).mean(axis=0)
+
+    def model_logits(self, batch: np.ndarray) -> np.ndarray:
+        """The model's logits for ``batch`` as it is (no views)."""
         if self.backend == "onnx":
             session = self._onnx
             name = session.get_inputs()[0].name
@@ -170,7 +202,11 @@ class Bundle:
             batch = images.astype(np.float32)
         else:
             batch = self.batch(images)
-        return softmax(self.logits(batch), self.temperature)
+        return self.calibrated(self.logits(batch))
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """Class probabilities from ``logits``, with the bundle's temperature and class biases."""
+        return softmax(logits, self.temperature, self.class_bias)
 
 
 def load_bundle(path: str | os.PathLike | None = None, backend: str = "auto") -> Bundle:
@@ -182,7 +218,7 @@ def load_bundle(path: str | os.PathLike | None = None, backend: str = "auto") ->
     if not metadata_path.is_file():
         raise BundleError(f"{path} is not a model bundle: no {METADATA_FILE}")
     metadata = json.loads(metadata_path.read_text())
-    if metadata.get("format") != FORMAT:
+    if metadata.get("format") not in READABLE_FORMATS:
         raise BundleError(f"{path}: unsupported bundle format {metadata.get('format')!r}")
     if not (path / KERAS_FILE).is_file():
         raise BundleError(f"{path}: no {KERAS_FILE}")
@@ -206,6 +242,11 @@ def validate_bundle(bundle: Bundle) -> None:
             raise BundleError(f"{name} does not match the sha256 in {METADATA_FILE}")
     if not 0.0 < bundle.threshold < 1.0:
         raise BundleError(f"alert threshold {bundle.threshold} is not a probability")
+    unknown = set(bundle.views) - set(VIEWS)
+    if unknown or not bundle.views:
+        raise BundleError(f"test-time views {bundle.views} are not a non-empty subset of {sorted(VIEWS)}")
+    if bundle.class_bias.shape != (len(bundle.classes),):
+        raise BundleError(f"class_bias has {bundle.class_bias.size} values for {len(bundle.classes)} classes")
 
 
 def save_bundle(
@@ -218,8 +259,9 @@ def save_bundle(
     """Write ``model`` and its metadata as a bundle directory and return its path.
 
     ``metadata`` must hold ``version``, ``input`` (height, width) and ``output`` (classes,
-    alert_threshold, optional temperature). The format tag, input dtype/range and file hashes are
-    filled in here. ``card`` is the model card's markdown (a minimal one is written otherwise).
+    alert_threshold, optional temperature, class_bias and views). The format tag, input
+    dtype/range and file hashes are filled in here. ``card`` is the model card's markdown (a
+    minimal one is written otherwise).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -236,6 +278,14 @@ def save_bundle(
         "files": {name: file_sha256(path / name) for name in files},
     }
     metadata["output"].setdefault("temperature", 1.0)
+    return write_metadata(path, metadata, card)
+
+
+def write_metadata(path: str | os.PathLike, metadata: dict, card: str | None = None) -> Path:
+    """Rewrite a bundle's metadata and model card, its model files untouched (e.g. after
+    re-calibration)."""
+    path = Path(path)
+    metadata = {"format": FORMAT, **{key: value for key, value in metadata.items() if key != "format"}}
     (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=False) + "\n")
     (path / CARD_FILE).write_text(card or _minimal_card(metadata))
     return path

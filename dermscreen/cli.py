@@ -18,6 +18,7 @@ import click
 COMMANDS = {
     "audit": "dermscreen.training.commands:audit",
     "train": "dermscreen.training.commands:train",
+    "calibrate": "dermscreen.training.commands:calibrate",
     "evaluate": "dermscreen.training.commands:evaluate",
     "screen": "dermscreen.worker.commands:screen",
     "worker": "dermscreen.worker.commands:worker",

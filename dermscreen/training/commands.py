@@ -1,4 +1,4 @@
-"""Click commands of the training package: ``audit``, ``train`` and ``evaluate``.
+"""Click commands of the training package: ``audit``, ``train``, ``calibrate`` and ``evaluate``.
 
 They parse arguments and delegate to plain functions; TensorFlow is imported only inside them,
 so ``dermscreen --help`` stays fast.
@@ -63,6 +63,26 @@ def train(config_path, overrides, resume):
     bundle = run(load_config(config_path, list(overrides)), resume=resume,
                  log=lambda line: click.echo(line, err=True))
     click.echo(str(bundle))
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New bundle folder.")
+@click.option("--version", required=True, help="Version of the new bundle.")
+@click.option("--changelog", required=True, help="Changelog line of the new bundle.")
+def calibrate(model, out, version, changelog):
+    """Copy a fine-tuned bundle and fit its operating point again (test-time views, temperature
+    and class biases, alert threshold) on the validation fold of its own training config, then
+    measure it on its test sets; the weights are unchanged.
+
+    \b
+        dermscreen calibrate dermscreen/bundles/default --out /tmp/b --version 1.3.1 \\
+            --changelog "1.3.0 re-calibrated"
+    """
+    from dermscreen.training.backbone.finetune import recalibrate
+
+    click.echo(str(recalibrate(model, out, version, changelog,
+                               log=lambda line: click.echo(line, err=True))))
 
 
 # A preset's ``trainer`` -> its config loader and its training function(config, resume, log).

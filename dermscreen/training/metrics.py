@@ -60,3 +60,8 @@ def screening_metrics(probabilities: np.ndarray, labels: np.ndarray, classes: li
         "confusion_matrix": confusion_matrix(labels, predicted, labels=range(len(classes))).tolist(),
     }
 
+
+
+def fmt(value) -> str:
+    """A metric for a report or model card: three decimals, ``n/a`` for None or nan."""
+    return "n/a" if value is None or value != value else f"{value:.3f}"

@@ -27,7 +27,7 @@ from dermscreen.config import Config
 from dermscreen.training.audit import read_reference
 from dermscreen.training.calibration import fit_temperature, threshold_for_sensitivity
 from dermscreen.training.datasets import CLASSES, class_counts, read_datasets
-from dermscreen.training.metrics import screening_metrics
+from dermscreen.training.metrics import fmt, screening_metrics
 from dermscreen.training.rebalance import augmentor_rebalance, keras_augmentation
 from dermscreen.training.report import plot_training_curves
 from dermscreen.training.splits import clean_records, group_ids, grouped_split
@@ -279,8 +279,8 @@ def model_card(metadata: dict) -> str:
     ]
     for name, m in metadata["metrics"].items():
         lines.append(f"| {m.get('data', name)} | {m['n']} | {m['melanomas']} | {m['accuracy']:.3f} |"
-                     f" {m['balanced_accuracy']:.3f} | {_fmt(m['melanoma_auc'])} |"
-                     f" {_fmt(m['sensitivity'])} | {_fmt(m['specificity'])} | {m['ece']:.3f} |")
+                     f" {m['balanced_accuracy']:.3f} | {fmt(m['melanoma_auc'])} |"
+                     f" {fmt(m['sensitivity'])} | {fmt(m['specificity'])} | {m['ece']:.3f} |")
     lines += ["", "## Limits",
               "- A screening aid that flags images for a dermatologist; never a diagnosis.",
               "- Trained on a small, dirty public set; see the cleaning log above."]
@@ -289,7 +289,3 @@ def model_card(metadata: dict) -> str:
         lines.append(f"- No training images of: {', '.join(unseen)}; it cannot recognise them.")
     lines.append("")
     return "\n".join(lines)
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None or value != value else f"{value:.3f}"

@@ -14,8 +14,7 @@ from dermscreen.heatmap import feature_layer
 from dermscreen.training.backbone.efficientnet_lite import copy_weights, efficientnet_lite0
 from dermscreen.training.backbone.ensemble import check_split, ensemble_model
 from dermscreen.training.backbone.finetune import (
-    FinetuneConfig, classifier, collection_operating_points, image_model, load_config,
-    operating_points_line, sample_weights, top_model,
+    FinetuneConfig, classifier, image_model, load_config, sample_weights, top_model,
 )
 from dermscreen.training.datasets import CLASSES, acquisition
 from dermscreen.training.features import CacheSpec, cache_features, load_cache
@@ -174,17 +173,6 @@ def test_ensemble_refuses_members_trained_on_another_split():
     with pytest.raises(click.UsageError, match="seed"):
         check_split([member], split)
     check_split([{**member, "training": asdict(split)}], split)
-
-
-def test_operating_points_are_measured_within_each_collection():
-    table = pd.DataFrame({"image_id": ["ISIC_0024400", "ISIC_0024401", "ISIC_0000001", "ISIC_0000002"],
-                          "source": ["pool"] * 4})
-    score = np.array([0.9, 0.2, 0.3, 0.1])
-    positive = np.array([True, False, True, False])
-    points = collection_operating_points(score, positive, table, threshold=0.5)
-    assert points["ham10000"] == {"melanomas": 1, "others": 1, "sensitivity": 1.0, "specificity": 1.0}
-    assert points["isic-archive"]["sensitivity"] == 0.0  # its melanoma scores under the threshold
-    assert "isic-archive sensitivity 0.000" in operating_points_line({"by_collection": points})[0]
 
 
 def test_validation_row_measures_auc_within_each_collection():

@@ -2,7 +2,10 @@ import numpy as np
 import pytest
 
 from dermscreen.bundle import softmax
-from dermscreen.training.calibration import fit_temperature, threshold_for_sensitivity
+from dermscreen.training.calibration import (
+    cross_fitted_ece, fit_temperature, fit_temperature_and_bias, threshold_for_sensitivity,
+    threshold_within_every_group,
+)
 from dermscreen.training.metrics import calibration_error, screening_metrics
 
 CLASSES = ["nevus", "melanoma"]
@@ -49,3 +52,45 @@ def test_fit_temperature_recovers_the_scaling():
     labels = np.array([rng.choice(3, p=p) for p in softmax(true_logits)])
     temperature = fit_temperature(true_logits * 3.0, labels)  # over-confident by 3x
     assert temperature == pytest.approx(3.0, rel=0.1)
+
+
+def test_fit_temperature_and_bias_recovers_a_shifted_prior():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, (6000, 3))
+    labels = np.array([rng.choice(3, p=p) for p in softmax(true_logits)])
+    shift = np.array([1.5, -0.5, -1.0])  # what balanced sample weights do to a model's priors
+    temperature, bias = fit_temperature_and_bias(true_logits * 2.0 + shift, labels)
+    assert temperature == pytest.approx(2.0, rel=0.1)
+    np.testing.assert_allclose(bias, -(shift - shift.mean()) / temperature, atol=0.15)
+    # a temperature alone cannot undo the shift: its fit is worse
+    shifted = true_logits * 2.0 + shift
+    alone = softmax(shifted, fit_temperature(shifted, labels))
+    both = softmax(shifted, temperature, bias)
+    nll = lambda p: -np.log(p[np.arange(len(labels)), labels]).mean()  # noqa: E731
+    assert nll(both) < nll(alone) - 0.01
+
+
+def test_cross_fitted_ece_is_small_for_a_calibrated_model_and_large_for_a_broken_one():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 2, (4000, 3))
+    labels = np.array([rng.choice(3, p=p) for p in softmax(logits)])
+    half = rng.random(4000) < 0.5
+    assert cross_fitted_ece(logits, labels, half) < 0.03
+    # Halves that disagree (labels drawn from another model in one half) cannot be fixed by a
+    # calibration fitted on the other half.
+    flipped = labels.copy()
+    flipped[half] = (labels[half] + 1) % 3
+    assert cross_fitted_ece(logits, flipped, half) > 0.2
+
+
+def test_threshold_within_every_group_keeps_the_target_in_the_weaker_group():
+    # group a: melanomas score high; group b: its melanomas score lower
+    scores = np.array([0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+    positive = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=bool)
+    groups = np.array(["a"] * 5 + ["b"] * 7)
+    threshold = threshold_within_every_group(scores, positive, groups, 0.8)
+    for group in "ab":
+        mine = (groups == group) & positive
+        assert (scores[mine] >= threshold).mean() >= 0.8
+    assert threshold == pytest.approx(0.3)  # b needs 4 of its 5 melanomas: 0.6, 0.5, 0.4, 0.3
+    assert threshold < threshold_for_sensitivity(scores, positive, 0.8)  # the pooled one is higher

@@ -10,8 +10,9 @@ model (trunk, pool, logits), so Grad-CAM, ONNX export and the bundle loader trea
 
 The preset names the member bundles and the fine-tune preset whose data and split seed they were
 trained with (checked against each member's metadata, so no member has seen the validation fold).
-Temperature and threshold are fitted again on the validation fold; every member and the ensemble
-are measured there, overall and within each image collection, and the ensemble on the test sets.
+Its operating point (views, calibration, threshold) is fitted on the validation fold by
+``finetune.finish_bundle``; every member and the ensemble are measured there, overall and within
+each image collection, and the ensemble on the test sets.
 """
 
 from __future__ import annotations
@@ -24,15 +25,14 @@ from pathlib import Path
 import click
 import keras
 import numpy as np
-import pandas as pd
 import yaml
 
-from dermscreen.bundle import MELANOMA, load_bundle, save_bundle, softmax
+from dermscreen.bundle import load_bundle, save_bundle
 from dermscreen.config import Config
 from dermscreen.training.backbone import finetune
 from dermscreen.training.backbone.efficientnet_lite import BLOCKS, copy_weights, efficientnet_lite0
-from dermscreen.training.calibration import fit_temperature, threshold_for_sensitivity
 from dermscreen.training.datasets import CLASSES, acquisition
+from dermscreen.training.operating_point import calibration_lines, collection_aucs
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
 
 # Settings of a member's training that decide its train/validation split.
@@ -98,20 +98,6 @@ def ensemble_model(members: list, cuts: list[int], size: int) -> keras.Model:
     return model
 
 
-def validation_aucs(logits: np.ndarray, labels: np.ndarray, table: pd.DataFrame) -> dict:
-    """Melanoma AUC on the validation fold, overall and within each image collection, and the
-    mean of the within-collection AUCs (the measure that the collection's look cannot raise)."""
-    out = {"all": finetune.melanoma_auc(logits, labels)}
-    collections = acquisition(table).to_numpy()
-    for name in sorted(set(collections)):
-        mine = collections == name
-        auc = finetune.melanoma_auc(logits[mine], labels[mine])
-        if auc == auc:  # nan where the collection holds one class only
-            out[name] = auc
-    out["within_collection_mean"] = float(np.mean([out[name] for name in set(collections) if name in out]))
-    return out
-
-
 def image_logits(model, paths, size: int, batch: int = 64) -> np.ndarray:
     from dermscreen.bundle import to_model_input
 
@@ -142,27 +128,18 @@ def build(config: EnsembleConfig, resume: bool = False, log=print) -> Path:
     pool, tests, data_info = finetune.prepare_data(split, log)
     val = pool[pool["fold"] == "val"].reset_index(drop=True)
     val_y = val["label"].map({name: i for i, name in enumerate(CLASSES)}).to_numpy()
+    collections = acquisition(val).to_numpy()
     model = ensemble_model([bundle.keras_model for bundle in bundles],
                            [m["training"]["cut"] for m in metadata_of], size)
     candidates = {}
     for bundle in bundles:
         logits = image_logits(bundle.keras_model, val["path"], size)
-        candidates[f"{bundle.metadata['name']} {bundle.version}"] = validation_aucs(logits, val_y, val)
+        candidates[f"{bundle.metadata['name']} {bundle.version}"] = collection_aucs(logits, val_y, collections)
     val_logits = image_logits(model, val["path"], size)
-    candidates["ensemble"] = validation_aucs(val_logits, val_y, val)
+    candidates["ensemble"] = collection_aucs(val_logits, val_y, collections)
     for name, aucs in candidates.items():
         log(f"validation melanoma AUC, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in aucs.items()))
 
-    temperature = fit_temperature(val_logits, val_y)
-    melanoma = CLASSES.index(MELANOMA)
-    threshold = threshold_for_sensitivity(softmax(val_logits, temperature)[:, melanoma],
-                                          val_y == melanoma, split.target_sensitivity)
-    metrics = {"validation": finetune.calibrated_metrics(
-        val_logits, val_y, temperature, threshold,
-        f"validation fold: {data_info['folds']['val']['by_source']}")}
-    metrics["validation"]["by_collection"] = finetune.collection_operating_points(
-        softmax(val_logits, temperature)[:, melanoma], val_y == melanoma, val, threshold)
-    log(f"temperature {temperature:.3f}, threshold {threshold:.4f}")
     # Every member trained on the same fold; their lists differ only if their pools were read apart.
     lists = {name: set().union(*((bundle.path / name).read_text().split() for bundle in bundles))
              for name in (TRAINING_IDS_FILE, TRAINING_PHASHES_FILE)}
@@ -173,8 +150,8 @@ def build(config: EnsembleConfig, resume: bool = False, log=print) -> Path:
         "name": config.name, "version": config.version, "changelog": [config.changelog],
         "frameworks": metadata_of[-1]["frameworks"],
         "input": {"height": size, "width": size},
-        "output": {"classes": CLASSES, "alert_threshold": threshold, "temperature": temperature},
-        "metrics": metrics,
+        "output": {"classes": CLASSES, "alert_threshold": 0.5},  # calibrated in finish_bundle
+        "metrics": {},
         "validation_melanoma_auc": candidates,
         "training_data": {**data_info, "ids_file": TRAINING_IDS_FILE,
                           "ids_count": len(lists[TRAINING_IDS_FILE]),
@@ -186,22 +163,16 @@ def build(config: EnsembleConfig, resume: bool = False, log=print) -> Path:
                      "target_sensitivity": split.target_sensitivity},
     }
     save_bundle(bundle_path, model, metadata, onnx_bytes=export_onnx(model))
-    metrics.update(finetune.measure_tests(bundle_path, tests, log))
-    metadata["onnx_tensorflow_max_probability_difference"] = finetune.onnx_tensorflow_difference(
-        bundle_path, pd.concat(tests.values())["path"][:64])
-    save_bundle(bundle_path, model, metadata, card=model_card(metadata),
-                onnx_bytes=(bundle_path / "model.onnx").read_bytes())
     for name, lines in lists.items():
         (bundle_path / name).write_text("\n".join(sorted(lines)) + "\n")
+    metrics = finetune.finish_bundle(bundle_path, val, tests, split.target_sensitivity, model_card, log)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log(json.dumps({name: {k: v for k, v in m.items() if k != "confusion_matrix"}
-                    for name, m in metrics.items()}, indent=1))
     return bundle_path
 
 
 def model_card(metadata: dict) -> str:
     """The ensemble bundle's README.md."""
-    out, members = metadata["output"], metadata["members"]
+    members = metadata["members"]
     lines = [
         f"# Model card: {metadata['name']} {metadata['version']}", "",
         f"{metadata['changelog'][-1]}.", "",
@@ -212,10 +183,7 @@ def model_card(metadata: dict) -> str:
         " fine-tuned; the frozen bottom they share runs once. Input"
         f" {metadata['input']['height']}x{metadata['input']['width']} RGB float32 in [0, 255], whole"
         " frame resized; normalisation inside the model. Output: 9 logits.",
-        f"- Calibration: temperature {out['temperature']:.3f} fitted on validation NLL. Alert threshold"
-        f" {out['alert_threshold']:.4f} on the calibrated melanoma probability, the highest with"
-        f" >= {metadata['training']['target_sensitivity']:.0%} melanoma sensitivity on validation.",
-        *finetune.operating_points_line(metadata["metrics"]["validation"]),
+        *calibration_lines(metadata, metadata["training"]["target_sensitivity"]),
         "- `model.onnx` is the same model for ONNX Runtime (picked on CPU); max probability difference"
         f" to TensorFlow on 64 test images: {metadata['onnx_tensorflow_max_probability_difference']:.1e}.",
         "", "## Members", "",

@@ -31,15 +31,16 @@ import keras
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.metrics import roc_auc_score
 
-from dermscreen.bundle import MELANOMA, load_bundle, save_bundle, softmax
+from dermscreen.bundle import load_bundle, save_bundle, write_metadata
 from dermscreen.config import Config
 from dermscreen.training.audit import read_reference, with_hashes
-from dermscreen.training.calibration import fit_temperature, threshold_for_sensitivity
 from dermscreen.training.datasets import CLASSES, acquisition, class_counts, read_dataset
 from dermscreen.training.features import CacheSpec, cache_features, load_cache
-from dermscreen.training.metrics import screening_metrics
+from dermscreen.training.metrics import fmt
+from dermscreen.training.operating_point import (
+    calibrate_bundle, calibrated_metrics, calibration_lines, collection_aucs,
+)
 from dermscreen.training.splits import clean_records, drop_overlap, group_ids, grouped_split
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
 
@@ -266,11 +267,6 @@ def plain_logits(model, features, rows, batch: int = 128) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 
 
-def melanoma_auc(logits: np.ndarray, labels: np.ndarray) -> float:
-    positive = labels == CLASSES.index(MELANOMA)
-    if positive.all() or not positive.any():
-        return float("nan")
-    return float(roc_auc_score(positive, softmax(logits)[:, CLASSES.index(MELANOMA)]))
 
 
 def plot_curves(history: pd.DataFrame, path: Path, title: str) -> None:
@@ -311,14 +307,12 @@ def validation_row(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray,
                    collections: np.ndarray) -> dict:
     """Validation melanoma AUCs: overall, per source (dataset), per image collection
     (``val_auc_within_<collection>``) and the mean of the collections' (``val_auc_within``)."""
-    row = {"val_auc": melanoma_auc(logits, labels)}
-    for source in sorted(set(sources)):
-        mine = sources == source
-        row[f"val_auc_{source}"] = melanoma_auc(logits[mine], labels[mine])
-    within = {name: melanoma_auc(logits[collections == name], labels[collections == name])
-              for name in sorted(set(collections))}
+    by_source = collection_aucs(logits, labels, sources)
+    within = collection_aucs(logits, labels, collections)
+    row = {"val_auc": within.pop("all"), "val_auc_within": within.pop("within_collection_mean")}
+    row.update({f"val_auc_{name}": auc for name, auc in by_source.items()
+                if name not in ("all", "within_collection_mean")})
     row.update({f"val_auc_within_{name}": auc for name, auc in within.items()})
-    row["val_auc_within"] = float(np.nanmean(list(within.values())))
     return row
 
 
@@ -413,18 +407,6 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
                          val_rows, val_y, val_w, val_table["source"].to_numpy(),
                          acquisition(val_table).to_numpy(), resume, log)
 
-    val_logits = plain_logits(model, features, val_rows)
-    temperature = fit_temperature(val_logits, val_y)
-    melanoma = CLASSES.index(MELANOMA)
-    threshold = threshold_for_sensitivity(softmax(val_logits, temperature)[:, melanoma],
-                                          val_y == melanoma, config.target_sensitivity)
-    metrics = {"validation": calibrated_metrics(val_logits, val_y, temperature, threshold,
-                                      f"validation fold: {data_info['folds']['val']['by_source']}")}
-    metrics["validation"]["by_collection"] = collection_operating_points(
-        softmax(val_logits, temperature)[:, melanoma], val_y == melanoma, val_table, threshold)
-    log(f"temperature {temperature:.3f}, threshold {threshold:.4f}; validation by collection: "
-        f"{metrics['validation']['by_collection']}")
-
     shipped = image_model(config, model)
     bundle = folder / "bundle"
     if bundle.exists():
@@ -434,8 +416,8 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
         "frameworks": {"tensorflow": tf.__version__, "keras": keras.__version__,
                        "numpy": np.__version__, "python": platform.python_version()},
         "input": {"height": config.size, "width": config.size},
-        "output": {"classes": CLASSES, "alert_threshold": threshold, "temperature": temperature},
-        "metrics": metrics,
+        "output": {"classes": CLASSES, "alert_threshold": 0.5},  # calibrated in finish_bundle
+        "metrics": {},
         "training_data": {**data_info, "ids_file": TRAINING_IDS_FILE,
                           "ids_count": int(given["image_id"].nunique()),
                           "ids_sha256": ids_digest(set(given["image_id"])),
@@ -443,27 +425,48 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
         "training": {**asdict(config), "best_epoch": int(max(history, key=lambda r: r[config.select_by])["epoch"])},
     }
     save_bundle(bundle, shipped, metadata, onnx_bytes=export_onnx(shipped))
-    metrics.update(measure_tests(bundle, tests, log))
-    agreement = onnx_tensorflow_difference(bundle, pd.concat(tests.values())["path"][:64])
-    metadata["metrics"] = metrics
-    metadata["onnx_tensorflow_max_probability_difference"] = agreement
-    save_bundle(bundle, shipped, metadata, card=model_card(metadata),
-                onnx_bytes=(bundle / "model.onnx").read_bytes())
     (bundle / TRAINING_IDS_FILE).write_text("\n".join(sorted(set(given["image_id"]))) + "\n")
     (bundle / TRAINING_PHASHES_FILE).write_text("\n".join(sorted(set(pool["phash"]) - {""})) + "\n")
     shutil.copy(folder / "training_curves.png", bundle / "training_curves.png")
+    metrics = finish_bundle(bundle, val_table, tests, config.target_sensitivity, model_card, log)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log(f"ONNX vs TensorFlow max probability difference on 64 test images: {agreement:.2e}")
-    log(json.dumps({name: {k: v for k, v in m.items() if k != "confusion_matrix"}
-                    for name, m in metrics.items()}, indent=1))
     return bundle
 
 
-def calibrated_metrics(logits, labels, temperature: float, threshold: float, data: str) -> dict:
-    calibrated = screening_metrics(softmax(logits, temperature), labels, CLASSES, threshold)
-    raw = screening_metrics(softmax(logits), labels, CLASSES, threshold)
-    return {**calibrated, "ece_uncalibrated": raw["ece"],
-            "melanoma_ece_uncalibrated": raw["melanoma_ece"], "data": data}
+def finish_bundle(path: Path, validation: pd.DataFrame, tests: dict, target_sensitivity: float,
+                  card, log=print) -> dict:
+    """Fit an exported bundle's operating point on ``validation`` (``operating_point``), measure
+    it on every test set, write its metrics and model card (``card(metadata)``); return the
+    metrics."""
+    calibrate_bundle(path, validation, target_sensitivity, log)
+    metadata = load_bundle(path).metadata
+    metadata["metrics"].update(measure_tests(path, tests, log))
+    agreement = onnx_tensorflow_difference(path, pd.concat(tests.values())["path"][:64])
+    metadata["onnx_tensorflow_max_probability_difference"] = agreement
+    write_metadata(path, metadata, card(metadata))
+    log(f"ONNX vs TensorFlow max probability difference on 64 test images: {agreement:.2e}")
+    log(json.dumps({name: {k: v for k, v in m.items() if k not in ("confusion_matrix", "melanoma_auc_by_views")}
+                    for name, m in metadata["metrics"].items()}, indent=1))
+    return metadata["metrics"]
+
+
+def recalibrate(model: Path, out: Path, version: str, changelog: str, log=print) -> Path:
+    """A copy of a fine-tuned bundle at ``out`` with its operating point fitted again by
+    ``finish_bundle`` on the validation fold its own training config defines; weights unchanged."""
+    metadata = load_bundle(model).metadata
+    training = metadata.get("training", {})
+    if training.get("trainer") != "efficientnet-finetune":
+        raise click.UsageError(f"{model} was not made by the efficientnet-finetune trainer")
+    config = config_from(FinetuneConfig, {k: v for k, v in training.items() if k != "best_epoch"})
+    pool, tests, _ = prepare_data(config, log)
+    if out.exists():
+        raise click.UsageError(f"{out} exists")
+    shutil.copytree(model, out)
+    metadata.update(version=version, changelog=[*metadata["changelog"], changelog])
+    write_metadata(out, metadata)
+    finish_bundle(out, pool[pool["fold"] == "val"].reset_index(drop=True), tests,
+                  config.target_sensitivity, model_card, log)
+    return out
 
 
 def measure_tests(bundle_path: Path, tests: dict, log=print) -> dict:
@@ -475,7 +478,7 @@ def measure_tests(bundle_path: Path, tests: dict, log=print) -> dict:
         logits = np.concatenate([bundle.logits(bundle.batch(table["path"][i:i + 64]))
                                  for i in range(0, len(table), 64)])
         out[name] = calibrated_metrics(logits, table["label"].map(index).to_numpy(), bundle.temperature,
-                             bundle.threshold, f"{name}: {len(table)} images")
+                                       bundle.class_bias, bundle.threshold, f"{name}: {len(table)} images")
         log(f"{name}: AUC {out[name]['melanoma_auc']:.3f} sensitivity {out[name]['sensitivity']:.3f} "
             f"specificity {out[name]['specificity']:.3f}")
     return out
@@ -496,7 +499,7 @@ def ids_digest(ids) -> str:
 
 def model_card(metadata: dict) -> str:
     """The bundle's README.md."""
-    config, out, data = metadata["training"], metadata["output"], metadata["training_data"]
+    config, data = metadata["training"], metadata["training_data"]
     lines = [
         f"# Model card: {metadata['name']} {metadata['version']}", "",
         f"{metadata['changelog'][-1]}.", "",
@@ -506,10 +509,7 @@ def model_card(metadata: dict) -> str:
         f" {config['cut']}-15, the head and a new 9-class classifier fine-tuned, blocks 0-{config['cut'] - 1}"
         f" frozen. Input {config['size']}x{config['size']} RGB float32 in [0, 255], whole frame resized;"
         " normalisation inside the model. Output: 9 logits.",
-        f"- Calibration: temperature {out['temperature']:.3f} fitted on validation NLL. Alert threshold"
-        f" {out['alert_threshold']:.4f} on the calibrated melanoma probability, the highest with"
-        f" >= {config['target_sensitivity']:.0%} melanoma sensitivity on validation.",
-        *operating_points_line(metadata["metrics"]["validation"]),
+        *calibration_lines(metadata, config["target_sensitivity"]),
         "- `model.onnx` is the same model for ONNX Runtime (picked on CPU); max probability difference"
         f" to TensorFlow on 64 test images: {metadata.get('onnx_tensorflow_max_probability_difference', float('nan')):.1e}.",
         "", "## Training data",
@@ -532,28 +532,8 @@ def model_card(metadata: dict) -> str:
     return "\n".join(lines)
 
 
-def collection_operating_points(score: np.ndarray, positive: np.ndarray, table: pd.DataFrame,
-                                threshold: float) -> dict:
-    """Melanoma sensitivity and specificity at ``threshold`` within each image collection
-    (``datasets.acquisition``): a threshold fitted on a mix can miss more in one collection."""
-    collections = acquisition(table).to_numpy()
-    out = {}
-    for name in sorted(set(collections)):
-        melanomas, others = (collections == name) & positive, (collections == name) & ~positive
-        out[name] = {"melanomas": int(melanomas.sum()), "others": int(others.sum()),
-                     "sensitivity": float(np.mean(score[melanomas] >= threshold)) if melanomas.any() else None,
-                     "specificity": float(np.mean(score[others] < threshold)) if others.any() else None}
-    return out
 
 
-def operating_points_line(validation: dict) -> list[str]:
-    """Model card line: the threshold's sensitivity and specificity per collection on validation."""
-    points = validation.get("by_collection")
-    if not points:
-        return []
-    return ["- At that threshold, validation by image collection: " + "; ".join(
-        f"{name} sensitivity {_fmt(p['sensitivity'])}, specificity {_fmt(p['specificity'])}"
-        f" ({p['melanomas']} melanomas, {p['others']} others)" for name, p in points.items()) + "."]
 
 
 def metrics_table(metrics: dict) -> list[str]:
@@ -566,8 +546,8 @@ def metrics_table(metrics: dict) -> list[str]:
     ]
     for m in metrics.values():
         lines.append(f"| {m['data']} | {m['n']} | {m['melanomas']} | {m['accuracy']:.3f} |"
-                     f" {m['balanced_accuracy']:.3f} | {_fmt(m['melanoma_auc'])} | {_fmt(m['sensitivity'])}"
-                     f" | {_fmt(m['specificity'])} | {m['ece_uncalibrated']:.3f} -> {m['ece']:.3f} |")
+                     f" {m['balanced_accuracy']:.3f} | {fmt(m['melanoma_auc'])} | {fmt(m['sensitivity'])}"
+                     f" | {fmt(m['specificity'])} | {m['ece_uncalibrated']:.3f} -> {m['ece']:.3f} |")
     return lines
 
 
@@ -584,7 +564,3 @@ def known_limits(train_class_counts: dict) -> list[str]:
         " Lesions outside the 9 classes (e.g. non-pigmented, mucosal, nail) get one of the 9 anyway.",
         "- Test sets are ISIC images too: expect lower numbers on another hospital's images.", "",
     ]
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None or value != value else f"{value:.3f}"

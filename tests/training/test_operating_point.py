@@ -1,0 +1,91 @@
+"""A bundle's operating point fitted on validation images: views, calibration, threshold."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+
+from dermscreen.bundle import FORMAT, load_bundle, validate_bundle
+from dermscreen.training.backbone.finetune import FinetuneConfig, prepare_data, recalibrate
+from dermscreen.training.datasets import acquisition, read_dataset
+from dermscreen.training.operating_point import calibrate_bundle
+from tests.factories import BLUE, RED, make_tiny_bundle
+from tests.training.conftest import write_image
+
+
+def _mixed(redness: float) -> tuple:
+    return tuple(int(r * redness + b * (1 - redness)) for r, b in zip(RED, BLUE))
+
+
+@pytest.fixture
+def collections_dataset(tmp_path) -> Path:
+    """``Train/`` and ``Test/`` class folders of ISIC-named images from both collections
+    (HAM10000 ids and older archive ids); melanomas are redder than nevi, with overlap."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "pool"
+    for split, number in (("Train", 24), ("Test", 6)):
+        for collection, first in (("ham", 24400), ("archive", 100)):
+            for index in range(number):
+                melanoma = index % 2 == 0
+                redness = rng.uniform(0.35, 1.0) if melanoma else rng.uniform(0.0, 0.65)
+                label = "melanoma" if melanoma else "nevus"
+                number_id = first + index + (500 if split == "Test" else 0)
+                write_image(root / split / label / f"ISIC_{number_id:07d}.jpg", _mixed(redness))
+    return root
+
+
+def test_calibrate_bundle_writes_an_operating_point_that_holds_in_every_collection(tmp_path, collections_dataset):
+    path = make_tiny_bundle(tmp_path / "tiny", with_onnx=True)
+    validation = read_dataset(collections_dataset / "Train")
+    validation["group"] = validation["image_id"]
+    metrics = calibrate_bundle(path, validation, target_sensitivity=0.9, log=lambda line: None)
+
+    bundle = load_bundle(path)
+    validate_bundle(bundle)
+    assert bundle.metadata["format"] == FORMAT
+    # The tiny model pools the whole image, so flips give the same logits and are not kept.
+    assert bundle.views == ["identity"]
+    assert bundle.class_bias.shape == (9,) and bundle.temperature > 0
+    assert bundle.metadata["metrics"]["validation"]["by_collection"] == metrics["by_collection"]
+    assert set(metrics["by_collection"]) == {"ham10000", "isic-archive"}
+    # The stored threshold keeps >= 90% sensitivity in each collection through the bundle itself.
+    score = bundle.predict(list(validation["path"]))[:, bundle.melanoma_index]
+    collections = acquisition(validation).to_numpy()
+    melanoma = (validation["label"] == "melanoma").to_numpy()
+    for name in ("ham10000", "isic-archive"):
+        mine = melanoma & (collections == name)
+        assert (score[mine] >= bundle.threshold).mean() >= 0.9
+        assert metrics["by_collection"][name]["sensitivity"] >= 0.9
+    assert 0 <= metrics["ece_cross_fitted"] <= 1
+
+
+def test_recalibrate_copies_a_finetuned_bundle_with_a_new_operating_point(tmp_path, collections_dataset):
+    config = FinetuneConfig(train=[{"path": str(collections_dataset / "Train")}],
+                            test={"held_out": {"path": str(collections_dataset / "Test")}},
+                            val_fraction=0.5, version="1.0.0")
+    _, _, data_info = prepare_data(config, log=lambda line: None)
+    original = make_tiny_bundle(tmp_path / "tiny", with_onnx=True)
+    metadata = json.loads((original / "metadata.json").read_text())
+    metadata["training"] = {**asdict(config), "best_epoch": 1}
+    metadata["training_data"] = {**data_info, "ids_file": "training_ids.txt", "ids_count": 48,
+                                 "ids_sha256": "0" * 64}
+    (original / "metadata.json").write_text(json.dumps(metadata))
+
+    out = recalibrate(original, tmp_path / "again", "1.0.1", "re-calibrated", log=lambda line: None)
+    bundle = load_bundle(out)
+    validate_bundle(bundle)  # model files copied unchanged: their hashes still match
+    assert bundle.version == "1.0.1" and bundle.metadata["changelog"][-1] == "re-calibrated"
+    assert set(bundle.metadata["metrics"]) == {"validation", "held_out"}
+    assert bundle.metadata["metrics"]["held_out"]["n"] == 12
+    assert "within every image collection" in (out / "README.md").read_text()
+    assert json.loads((original / "metadata.json").read_text())["version"] == "test-1"  # untouched
+
+
+def test_recalibrate_refuses_a_bundle_from_another_trainer(tmp_path):
+    with pytest.raises(click.UsageError, match="efficientnet-finetune"):
+        recalibrate(make_tiny_bundle(tmp_path / "tiny"), tmp_path / "out", "2", "x")
