@@ -3,8 +3,9 @@
     python benchmarks/inference_speed.py [--model BUNDLE] [--batch 1 --batch 32] [--images 256] [--plot speed.png]
 
 Both paths go through ``dermscreen.bundle.load_bundle(path, backend=...).predict`` on the same
-random input arrays (decoding excluded), after one warm-up batch. It prints images/s per batch
-size and the largest probability difference between the two paths; ``--plot`` also draws it.
+random input arrays (decoding excluded), after one warm-up batch, with the bundle's test-time
+views (each image runs once per view). It prints images/s per batch size and the largest
+probability difference between the two paths; ``--plot`` also draws it.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main(model, batches, images, plot):
     results = {backend: {b: images_per_second(bundles[backend], data, b) for b in batches}
                for backend in BACKENDS}
     click.echo(f"{first.metadata.get('name', first.path.name)} {first.version}: {height}x{width}, "
-               f"{images} random images, {os.cpu_count()} CPUs")
+               f"{images} random images, {len(first.views)} test-time view(s) each, {os.cpu_count()} CPUs")
     click.echo(f"{'batch':>6} | " + " | ".join(f"{b + ' img/s':>17}" for b in BACKENDS) + " | onnx speed-up")
     for b in batches:
         row = [results[backend][b] for backend in BACKENDS]

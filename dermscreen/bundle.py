@@ -181,8 +181,7 @@ class Bundle:
         """Uncalibrated logits for an input array from ``batch``: the mean over ``views``."""
         if len(batch) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        views = np.concatenate([VIEWS[name](batch) for name in self.views])
-        return self.model_logits(views).reshape(len(self.views), len(batch), -1).mean(axis=0)
+        return np.mean([self.model_logits(VIEWS[name](batch)) for name in self.views], axis=0)
 
     def model_logits(self, batch: np.ndarray) -> np.ndarray:
         """The model's logits for ``batch`` as it is (no views)."""

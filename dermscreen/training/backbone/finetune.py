@@ -487,8 +487,9 @@ def measure_tests(bundle_path: Path, tests: dict, log=print) -> dict:
 def onnx_tensorflow_difference(bundle_path: Path, paths) -> float:
     """Largest absolute difference of the probabilities of the two backends on ``paths``."""
     onnx, tf = load_bundle(bundle_path, backend="onnx"), load_bundle(bundle_path, backend="tensorflow")
-    batch = onnx.batch(list(paths))
-    return float(np.abs(onnx.predict(batch) - tf.predict(batch)).max())
+    paths = list(paths)
+    batches = (onnx.batch(paths[i:i + 16]) for i in range(0, len(paths), 16))
+    return max(float(np.abs(onnx.predict(batch) - tf.predict(batch)).max()) for batch in batches)
 
 
 def ids_digest(ids) -> str:
