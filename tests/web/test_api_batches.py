@@ -168,7 +168,7 @@ def make_batches(sessions):
 
 
 def test_batch_list_shows_only_the_callers_hospital_newest_first(
-        client, make_hospital, make_token, make_batches):
+        client, sessions, make_hospital, make_token, make_batches):
     ours, theirs = make_hospital(), make_hospital()
     _, our_token = make_token(ours)
     _, their_token = make_token(theirs)
@@ -185,6 +185,11 @@ def test_batch_list_shows_only_the_callers_hospital_newest_first(
     theirs_seen = client.get("/api/v1/batches", headers=auth(their_token)).json["batches"]
     assert [item["id"] for item in theirs_seen] == their_ids[::-1]
     assert client.get("/api/v1/batches").status_code == 401
+    with sessions() as session:  # each listing is audited against the token's hospital
+        entries = session.scalars(select(AuditEntry).where(AuditEntry.action == "view_batches")
+                                  .order_by(AuditEntry.id)).all()
+    assert [(e.object_type, e.hospital_id, e.detail["shown"]) for e in entries] == [
+        ("Hospital", ours.id, 3), ("Hospital", theirs.id, 2)]
 
 
 def test_batch_list_pages_with_limit_and_offset(client, make_hospital, make_token, make_batches):

@@ -107,7 +107,7 @@ def test_one_image_result_is_returned_and_the_view_audited(client, sessions, sco
     assert all(entry.token_id == scored.token.id for entry in views)
 
 
-def test_alerts_list_and_status_filter(client, scored):
+def test_alerts_list_and_status_filter(client, sessions, scored):
     alerts = client.get("/api/v1/alerts", headers=scored.headers).json["alerts"]
     assert sorted(alert["image"] for alert in alerts) == ["a.jpg", "c.jpg"]
     assert {alert["status"] for alert in alerts} == {"pending"}
@@ -119,6 +119,12 @@ def test_alerts_list_and_status_filter(client, scored):
     assert client.get("/api/v1/alerts?limit=0", headers=scored.headers).status_code == 400
     assert len(client.get("/api/v1/alerts?limit=1",
                           headers=scored.headers).json["alerts"]) == 1
+    with sessions() as session:  # every answered listing is audited, refused ones are not
+        entries = session.scalars(select(AuditEntry).where(AuditEntry.action == "view_alerts")
+                                  .order_by(AuditEntry.id)).all()
+    assert [(e.detail["status"], e.detail["shown"]) for e in entries] == [
+        (None, 2), ("resolved", 0), (None, 1)]
+    assert all(e.token_id == scored.token.id for e in entries)
 
 
 def test_acknowledge_then_resolve_an_alert_with_audit_entries(client, sessions, scored):

@@ -7,7 +7,7 @@ from flask import g, jsonify, request
 from dermscreen import inbox
 from dermscreen.db.alerts import Alert, AlertStatus
 from dermscreen.web.api import bp
-from dermscreen.web.api.auth import owned
+from dermscreen.web.api.auth import audit_list, owned
 from dermscreen.web.api.errors import abort
 from dermscreen.web.api.paging import page_args
 from dermscreen.web.extensions import database
@@ -21,6 +21,7 @@ def list_alerts():
         abort(400, f"status must be one of {', '.join(allowed)}")
     limit, offset = page_args()
     rows = inbox.hospital_alerts(database.session, g.token.hospital_id, status, limit, offset)
+    audit_list("view_alerts", shown=len(rows), status=status, limit=limit, offset=offset)
     return jsonify({"alerts": rows, "limit": limit, "offset": offset})
 
 

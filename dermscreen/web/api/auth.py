@@ -1,7 +1,8 @@
 """Bearer-token authentication and tenant scoping for the API.
 
 ``g.token`` is the caller's ApiToken; ``owned(Model, id)`` loads a row of the token's hospital or
-answers 404, the same answer as for an id that does not exist (no hint that it belongs to another).
+answers 404, the same answer as for an id that does not exist (no hint that it belongs to another);
+``audit_list`` records that the token listed its hospital's rows.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from flask import g, request
 
 from dermscreen.accounts import authenticate_token
+from dermscreen.db import audit
+from dermscreen.db.tenancy import Hospital
 from dermscreen.web.api.errors import abort
 from dermscreen.web.extensions import database
 
@@ -36,3 +39,12 @@ def owned(model, object_id):
     if row is None or row.hospital_id != g.token.hospital_id:
         abort(404, f"no {model.__name__.lower()} {object_id}")
     return row
+
+
+def audit_list(action: str, **detail) -> None:
+    """Audit entry (committed) for a list of the token's hospital's rows, e.g. ``view_batches``."""
+    session = database.session
+    audit.record(session, action, session.get(Hospital, g.token.hospital_id),
+                 token_id=g.token.id, user_id=g.token.user_id, hospital_id=g.token.hospital_id,
+                 **detail)
+    session.commit()

@@ -9,7 +9,7 @@ from dermscreen.db import audit
 from dermscreen.db.screening import Batch, Image
 from dermscreen.submissions import UploadRefused, check_upload, submit_batch
 from dermscreen.web.api import bp
-from dermscreen.web.api.auth import owned
+from dermscreen.web.api.auth import audit_list, owned
 from dermscreen.web.api.errors import abort
 from dermscreen.web.api.paging import page_args
 from dermscreen.web.extensions import database
@@ -45,6 +45,7 @@ def create_batch():
 def list_batches():
     limit, offset = page_args()
     rows = results.hospital_batches(database.session, g.token.hospital_id, limit, offset)
+    audit_list("view_batches", shown=len(rows), limit=limit, offset=offset)
     return jsonify({"batches": rows, "limit": limit, "offset": offset})
 
 
