@@ -4,7 +4,8 @@
     worker = start_background_worker(config)                # what `dermscreen serve` starts
 
 ``screen_paths`` submits files the way the API does (but labels each by its path under the folder
-screened, ``sub/a.png``, where the API keeps only a client's file name) and runs the worker's jobs
+screened, ``sub/a.png``, and files named alike by their last folders, where the API keeps only a
+client's file name) and runs the worker's jobs
 in order in this process (ingest, then each chunk); ``start_background_worker`` runs a Celery
 worker in a thread on the filesystem broker, so the web app's enqueued tasks are handled by the
 same task code.
@@ -16,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +60,9 @@ def local_hospital(session) -> Hospital:
 
 def collect_files(paths: list[Path]) -> list[tuple[str, Path]]:
     """(name, path) of every file named or found under a named folder (hidden ones skipped):
-    a named file by its file name, a found one by its path relative to the folder named."""
-    found = []
+    a found file by its path relative to the folder named, a named file by its file name, or by
+    as many of its last folders as tell it apart from another named file of that name."""
+    found, named = [], []
     for path in paths:
         if path.is_dir():
             for file in sorted(path.rglob("*")):
@@ -67,8 +70,26 @@ def collect_files(paths: list[Path]) -> list[tuple[str, Path]]:
                 if file.is_file() and not any(part.startswith(".") for part in relative.parts):
                     found.append((relative.as_posix(), file))
         else:
-            found.append((path.name, path))
+            named.append((len(found), path))
+            found.append(None)
+    for (index, path), name in zip(named, distinct_tails([path for _, path in named])):
+        found[index] = (name, path)
     return found
+
+
+def distinct_tails(paths: list[Path]) -> list[str]:
+    """Each path's shortest ending (the file name first) that no other path's ending equals,
+    unless both are the same file."""
+    parts = [path.resolve().parts for path in paths]
+    depth = [1] * len(parts)
+    while True:
+        tails = ["/".join(part[-d:]) for part, d in zip(parts, depth)]
+        counts = Counter(tails)
+        clashing = [i for i, tail in enumerate(tails) if counts[tail] > 1 and depth[i] < len(parts[i])]
+        if not clashing:
+            return tails
+        for i in clashing:
+            depth[i] += 1
 
 
 class _Silent:

@@ -150,3 +150,16 @@ def test_background_worker_runs_the_real_tasks_on_the_filesystem_broker(
             assert [body["image"] for _, body in hook.calls] == ["red.jpg"]
         finally:
             worker.stop()
+
+
+def test_screen_tells_apart_named_files_of_the_same_name(tmp_path, tiny_bundle):
+    named = {"visit1/left/a.png": red(3), "visit2/left/a.png": blue(3), "visit2/b.png": blue(4)}
+    for name, data in named.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    named = [tmp_path / name for name in named]
+
+    report = json.loads(run_screen(tmp_path, *named, "--json", "--model", tiny_bundle).stdout)
+    rows = {row["image"]: row for row in report["results"]}
+    assert set(rows) == {"visit1/left/a.png", "visit2/left/a.png", "b.png"}
+    assert rows["visit1/left/a.png"]["flagged"] and not rows["visit2/left/a.png"]["flagged"]
