@@ -130,10 +130,13 @@ def calibration_lines(metadata: dict, target_sensitivity: float) -> list[str]:
     """Model card lines: views, calibration, threshold and its operating points per collection."""
     out, validation = metadata["output"], metadata["metrics"]["validation"]
     views = out.get("views", ["identity"])
+    means = {name: aucs["within_collection_mean"]
+             for name, aucs in validation.get("melanoma_auc_by_views", {}).items()}
+    compared = (f" (validation within-collection melanoma AUC: plain {means['identity']:.4f}, mean of"
+                f" the flips {means['flips']:.4f})" if means else "")
     lines = [
-        f"- Test-time views: {', '.join(views)}"
-        + (" (mean logits; kept because they raised the validation within-collection AUC)."
-           if len(views) > 1 else " (flips did not raise the validation within-collection AUC)."),
+        f"- Test-time views: {', '.join(views)}; mean logits"
+        + (", kept because they scored higher" if len(views) > 1 else "") + compared + ".",
         f"- Calibration: temperature {out['temperature']:.3f} and class biases"
         f" {', '.join(f'{b:+.2f}' for b in out.get('class_bias', [0.0] * len(CLASSES)))} fitted on"
         f" validation NLL; top-label ECE {validation['ece_uncalibrated']:.3f} before,"

@@ -9,8 +9,11 @@ from it every image grouped with a test image, split it by group into train and 
 cache the frozen bottom's feature maps (``features.py``: several augmented views of training
 images, the plain view of the others); train blocks ``cut``.. and a new classifier with sample
 weights that balance sources and classes, keeping the epoch with the best validation melanoma
-AUC; fit the temperature and the alert threshold on validation; assemble the full image model,
-export it with ONNX and measure it, through the bundle loader, on every test set.
+AUC (overall, or the mean within each image collection: ``select_by``); assemble the full image
+model and export it with ONNX; fit its operating point (test-time views, temperature and class
+biases, alert threshold) on the validation images through the bundle itself
+(``operating_point.py``) and measure it, through the bundle loader, on every test set.
+``recalibrate`` (``dermscreen calibrate``) does the last two steps again for an existing bundle.
 
 The run folder (``$DERMSCREEN_HOME/runs/<name>`` unless ``output`` is set) holds
 ``config.yaml``, ``folds.csv``, ``checkpoints/`` (``last.keras``, ``best.weights.h5``,
