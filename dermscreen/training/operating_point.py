@@ -63,9 +63,10 @@ def collection_operating_points(score: np.ndarray, positive: np.ndarray, table: 
     out = {}
     for name in sorted(set(collections)):
         melanomas, others = (collections == name) & positive, (collections == name) & ~positive
-        out[name] = {"melanomas": int(melanomas.sum()), "others": int(others.sum()),
-                     "sensitivity": float(np.mean(score[melanomas] >= threshold)) if melanomas.any() else None,
-                     "specificity": float(np.mean(score[others] < threshold)) if others.any() else None}
+        out[name] = {
+            "melanomas": int(melanomas.sum()), "others": int(others.sum()),
+            "sensitivity": float(np.mean(score[melanomas] >= threshold)) if melanomas.any() else None,
+            "specificity": float(np.mean(score[others] < threshold)) if others.any() else None}
     return out
 
 
@@ -118,8 +119,9 @@ def calibrate_bundle(path, validation: pd.DataFrame, target_sensitivity: float, 
                               alert_threshold=threshold)
     metadata.setdefault("metrics", {})["validation"] = metrics
     write_metadata(path, metadata)
-    log(f"views {views} (validation within-collection AUC mean: plain"
-        f" {aucs['identity']['within_collection_mean']:.4f}, flips {aucs['flips']['within_collection_mean']:.4f});"
+    means = {name: aucs[name]["within_collection_mean"] for name in candidates}
+    log(f"views {views} (validation within-collection AUC mean: plain {means['identity']:.4f},"
+        f" flips {means['flips']:.4f});"
         f" temperature {temperature:.3f}, class biases {np.round(bias, 3).tolist()}; threshold"
         f" {threshold:.4f}; ECE {metrics['ece_uncalibrated']:.4f} -> {metrics['ece']:.4f}"
         f" (cross-fitted {metrics['ece_cross_fitted']:.4f}); by collection {metrics['by_collection']}")

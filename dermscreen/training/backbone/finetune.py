@@ -270,8 +270,6 @@ def plain_logits(model, features, rows, batch: int = 128) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 
 
-
-
 def plot_curves(history: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib
 
@@ -425,7 +423,8 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
                           "ids_count": int(given["image_id"].nunique()),
                           "ids_sha256": ids_digest(set(given["image_id"])),
                           "ids_note": "every image id of the training pool as read, before cleaning"},
-        "training": {**asdict(config), "best_epoch": int(max(history, key=lambda r: r[config.select_by])["epoch"])},
+        "training": {**asdict(config),
+                     "best_epoch": int(max(history, key=lambda r: r[config.select_by])["epoch"])},
     }
     save_bundle(bundle, shipped, metadata, onnx_bytes=export_onnx(shipped))
     (bundle / TRAINING_IDS_FILE).write_text("\n".join(sorted(set(given["image_id"]))) + "\n")
@@ -448,8 +447,9 @@ def finish_bundle(path: Path, validation: pd.DataFrame, tests: dict, target_sens
     metadata["onnx_tensorflow_max_probability_difference"] = agreement
     write_metadata(path, metadata, card(metadata))
     log(f"ONNX vs TensorFlow max probability difference on 64 test images: {agreement:.2e}")
-    log(json.dumps({name: {k: v for k, v in m.items() if k not in ("confusion_matrix", "melanoma_auc_by_views")}
-                    for name, m in metadata["metrics"].items()}, indent=1))
+    brief = {name: {k: v for k, v in m.items() if k not in ("confusion_matrix", "melanoma_auc_by_views")}
+             for name, m in metadata["metrics"].items()}
+    log(json.dumps(brief, indent=1))
     return metadata["metrics"]
 
 
@@ -460,10 +460,10 @@ def recalibrate(model: Path, out: Path, version: str, changelog: str, log=print)
     training = metadata.get("training", {})
     if training.get("trainer") != "efficientnet-finetune":
         raise click.UsageError(f"{model} was not made by the efficientnet-finetune trainer")
-    config = config_from(FinetuneConfig, {k: v for k, v in training.items() if k != "best_epoch"})
-    pool, tests, _ = prepare_data(config, log)
     if out.exists():
         raise click.UsageError(f"{out} exists")
+    config = config_from(FinetuneConfig, {k: v for k, v in training.items() if k != "best_epoch"})
+    pool, tests, _ = prepare_data(config, log)
     shutil.copytree(model, out)
     metadata.update(version=version, changelog=[*metadata["changelog"], changelog])
     write_metadata(out, metadata)
@@ -534,10 +534,6 @@ def model_card(metadata: dict) -> str:
         "", *known_limits(data["folds"]["train"]["class_counts"]),
     ]
     return "\n".join(lines)
-
-
-
-
 
 
 def metrics_table(metrics: dict) -> list[str]:
