@@ -1,12 +1,13 @@
-"""The pages in headless Chromium, against ``dermscreen serve`` over real HTTP with its embedded
-worker (SQLite, filesystem broker, the real Celery tasks, the tiny bundle).
+"""The pages in headless Chromium, against ``dermscreen serve`` over real HTTP: with its embedded
+worker (SQLite, filesystem broker, the real Celery tasks, the tiny bundle), and on the production
+setup (PostgreSQL, Redis as the broker, a ``dermscreen worker`` Celery process).
 
 One dermatologist signs in, drops an archive on the upload page, watches the progress bar finish,
 sorts the results, opens the flagged case, waits for the worker's Grad-CAM heatmap and toggles it,
 reviews the case, acknowledges its alert and exports the reviews; a dermatologist of another
-hospital gets 404 on the case URL. Every main page is then checked at 1280 and 390 px: no
-horizontal scrolling, a label on every form field, and WCAG AA contrast of all visible text.
-Screenshots go to test-artifacts/screenshots/.
+hospital gets 404 on the case URL (on both setups). Every main page is then checked at 1280 and
+390 px: no horizontal scrolling, a label on every form field, and WCAG AA contrast of all visible
+text. Screenshots go to test-artifacts/screenshots/ (``services-*`` for the production setup).
 
     pytest tests/browser -q          # needs /usr/bin/chromium (apt-get install chromium)
 """
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,8 +32,10 @@ from dermscreen import accounts
 from dermscreen.db.migrate import upgrade
 from dermscreen.db.session import engine_for, session_factory
 from dermscreen.db.tenancy import Role
-from tests.conftest import TEST_PASSWORD
+from dermscreen.worker import queues
+from tests.conftest import TEST_PASSWORD, throwaway_postgres
 from tests.factories import BLUE, RED, image_bytes, lesion_image
+from tests.integration.conftest import Workers, config_env, redis_database, service_config
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -88,12 +92,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, tiny_bundle):
-    """``dermscreen serve`` in a subprocess, with two hospitals and their dermatologists."""
-    home = tmp_path_factory.mktemp("serve-home")
-    url = f"sqlite:///{home / 'dermscreen.db'}"
-    upgrade(url)
+def create_accounts(url: str) -> dict[str, str]:
+    """Two hospitals, a dermatologist in each and an admin; their emails by role key."""
     with session_factory(url).begin() as session:
         first = accounts.create_hospital(session, "First Hospital")
         second = accounts.create_hospital(session, "Second Hospital")
@@ -107,9 +107,16 @@ def site(tmp_path_factory, tiny_bundle):
         }
         emails = {key: user.email for key, user in users.items()}
     engine_for(url).dispose()
+    return emails
+
+
+@contextmanager
+def serving(home: Path, url: str, env: dict, prefix: str):
+    """``dermscreen serve`` in a subprocess on the database at ``url``, with ``create_accounts``;
+    ``prefix`` names its screenshots."""
+    emails = create_accounts(url)
     port = free_port()
-    env = {**os.environ, "DERMSCREEN_HOME": str(home), "DERMSCREEN_MODEL_BUNDLE": str(tiny_bundle),
-           "DERMSCREEN_SECRET_KEY": "browser-test-secret", "DERMSCREEN_CHUNK_SIZE": "2",
+    env = {**env, "DERMSCREEN_SECRET_KEY": "browser-test-secret",
            "DERMSCREEN_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     log = open(home / "serve.log", "w")
     server = subprocess.Popen(
@@ -127,14 +134,44 @@ def site(tmp_path_factory, tiny_bundle):
             server.kill()
             pytest.fail(f"dermscreen serve did not start:\n{(home / 'serve.log').read_text()}")
         time.sleep(0.5)
-    yield {"base": base, "emails": emails, "home": home}
-    server.terminate()
     try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-    log.close()
+        yield {"base": base, "emails": emails, "home": home, "prefix": prefix}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, tiny_bundle):
+    """The embedded setup: SQLite, the filesystem broker, ``serve``'s own worker thread."""
+    home = tmp_path_factory.mktemp("serve-home")
+    url = f"sqlite:///{home / 'dermscreen.db'}"
+    upgrade(url)
+    env = {**os.environ, "DERMSCREEN_HOME": str(home), "DERMSCREEN_MODEL_BUNDLE": str(tiny_bundle),
+           "DERMSCREEN_CHUNK_SIZE": "2"}
+    with serving(home, url, env, prefix="") as running:
+        yield running
+
+
+@pytest.fixture
+def services_site(tmp_path_factory, tiny_bundle):
+    """The production setup: a throwaway PostgreSQL database, Redis as the broker and a
+    ``dermscreen worker`` (Celery) subprocess on every queue."""
+    home = tmp_path_factory.mktemp("services-home")
+    with throwaway_postgres("dermscreen_browser") as url:
+        config = service_config(home, url, redis_database(12), tiny_bundle, smtp_url="", chunk_size=2)
+        workers = Workers(home)
+        workers.start("worker", config, ",".join(queues.ALL))
+        try:
+            with serving(home, url, config_env(config), prefix="services-") as running:
+                yield running
+        finally:
+            workers.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -219,12 +256,21 @@ def wait_for_heatmap(page) -> None:
 
 
 def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
+    site["case_url"], site["batch_url"] = screen_review_and_export(browser, site)
+
+
+def test_the_same_on_postgresql_redis_and_a_celery_worker(browser, services_site):
+    screen_review_and_export(browser, services_site)
+
+
+def screen_review_and_export(browser, site) -> tuple[str, str]:
+    """The dermatologist's scenario of the module docstring; returns the case and batch URLs."""
     page = sign_in(browser, site, "derm")
     assert page.url.endswith("/alerts")
 
     # Upload: drop an archive on the drop zone, then submit the form.
     page.goto(f"{site['base']}/upload")
-    shoot(page, "upload")
+    shoot(page, site["prefix"] + "upload")
     drop_file(page, "[data-dropzone]", "lesions.zip", lesion_archive(), "application/zip")
     assert "lesions.zip" in page.locator(".file-list").inner_text()
     polls = []
@@ -232,7 +278,7 @@ def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
     page.get_by_role("button", name="Upload and screen").click()
     page.wait_for_url(re.compile(r"/batches/[0-9a-f]{32}$"))
     batch_url = page.url
-    shoot(page, "batch-progress")
+    shoot(page, site["prefix"] + "batch-progress")
 
     # Progress: the page polls the counters and reloads into the results when the batch is done.
     page.locator("table#results").wait_for(timeout=WORK_SECONDS * 1000)
@@ -246,7 +292,7 @@ def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
     broken = page.locator("#results tbody tr", has_text="broken.jpg")
     assert broken.locator(".badge").inner_text() == "failed"
     assert page.locator("#results img.thumb").first.evaluate("(img) => img.naturalWidth") > 0
-    shoot(page, "batch-results")
+    shoot(page, site["prefix"] + "batch-results")
     page.get_by_role("button", name="Name").click()
     names_sorted = page.locator("#results tbody td.name").all_inner_texts()
     assert names_sorted == sorted(names, reverse=True)
@@ -261,10 +307,10 @@ def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
     heatmap = page.locator("img.heatmap")
     assert heatmap.evaluate("(img) => img.naturalWidth") > 0
     assert heatmap.evaluate("(img) => getComputedStyle(img).opacity") == "0"
-    shoot(page, "case")
+    shoot(page, site["prefix"] + "case")
     page.get_by_label(re.compile("Show Grad-CAM heatmap")).check()
     page.wait_for_function("() => getComputedStyle(document.querySelector('img.heatmap')).opacity === '1'")
-    shoot(page, "case-heatmap")
+    shoot(page, site["prefix"] + "case-heatmap")
     page.get_by_label(re.compile("Show Grad-CAM heatmap")).uncheck()
     page.wait_for_function("() => getComputedStyle(document.querySelector('img.heatmap')).opacity === '0'")
 
@@ -281,7 +327,7 @@ def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
     page.goto(f"{site['base']}/alerts")
     assert page.locator("tbody tr").first.locator(".badge").inner_text() == "pending"
     assert page.locator("tbody .badge", has_text="acknowledged").count() == 1
-    shoot(page, "alerts")
+    shoot(page, site["prefix"] + "alerts")
 
     # An unflagged case has no heatmap until a dermatologist asks the worker for one.
     page.goto(batch_url)
@@ -293,7 +339,7 @@ def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
     # Review loop: the page counts the review, the export holds it in the training layout.
     page.goto(f"{site['base']}/reviews")
     assert re.search(r"Reviewed\s+1", page.locator(".stats").inner_text())
-    shoot(page, "reviews")
+    shoot(page, site["prefix"] + "reviews")
     with page.expect_download() as download_info:
         page.get_by_role("link", name=re.compile("Export reviewed cases")).click()
     exported = Path(download_info.value.path()).read_bytes()
@@ -310,7 +356,7 @@ def test_dermatologist_screens_reviews_and_exports_in_a_browser(browser, site):
     assert outsider.goto(f"{batch_url}/progress").status == 404
     outsider.goto(f"{site['base']}/batches")
     assert batch_url.rsplit("/", 1)[1] not in outsider.content()
-    site["case_url"], site["batch_url"] = case_url, batch_url
+    return case_url, batch_url
 
 
 def test_pages_fit_narrow_screens_label_fields_and_have_contrast(browser, site):
