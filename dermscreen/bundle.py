@@ -241,11 +241,12 @@ def validate_bundle(bundle: Bundle) -> None:
             raise BundleError(f"{name} does not match the sha256 in {METADATA_FILE}")
     if not 0.0 < bundle.threshold < 1.0:
         raise BundleError(f"alert threshold {bundle.threshold} is not a probability")
-    unknown = set(bundle.views) - set(VIEWS)
-    if unknown or not bundle.views:
-        raise BundleError(f"test-time views {bundle.views} are not a non-empty subset of {sorted(VIEWS)}")
+    if not bundle.views or set(bundle.views) - set(VIEWS):
+        raise BundleError(f"test-time views {bundle.views} are not a non-empty subset of"
+                          f" {sorted(VIEWS)}")
     if bundle.class_bias.shape != (len(bundle.classes),):
-        raise BundleError(f"class_bias has {bundle.class_bias.size} values for {len(bundle.classes)} classes")
+        raise BundleError(f"class_bias has {bundle.class_bias.size} values for"
+                          f" {len(bundle.classes)} classes")
 
 
 def save_bundle(
@@ -284,7 +285,8 @@ def write_metadata(path: str | os.PathLike, metadata: dict, card: str | None = N
     """Rewrite a bundle's metadata and model card, its model files untouched (e.g. after
     re-calibration)."""
     path = Path(path)
-    metadata = {"format": FORMAT, **{key: value for key, value in metadata.items() if key != "format"}}
+    metadata = {"format": FORMAT, **{key: value for key, value in metadata.items()
+                                     if key != "format"}}
     (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=False) + "\n")
     (path / CARD_FILE).write_text(card or _minimal_card(metadata))
     return path

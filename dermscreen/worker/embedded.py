@@ -5,10 +5,9 @@
 
 ``screen_paths`` submits files the way the API does (but labels each by its path under the folder
 screened, ``sub/a.png``, and files named alike by their last folders, where the API keeps only a
-client's file name) and runs the worker's jobs
-in order in this process (ingest, then each chunk); ``start_background_worker`` runs a Celery
-worker in a thread on the filesystem broker, so the web app's enqueued tasks are handled by the
-same task code.
+client's file name) and runs the worker's jobs in order in this process (ingest, then each
+chunk); ``start_background_worker`` runs a Celery worker in a thread on the filesystem broker, so
+the web app's enqueued tasks are handled by the same task code.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import logging
 import os
 import socket
 import threading
-from collections import Counter
+from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,14 +77,17 @@ def collect_files(paths: list[Path]) -> list[tuple[str, Path]]:
 
 
 def distinct_tails(paths: list[Path]) -> list[str]:
-    """Each path's shortest ending (the file name first) that no other path's ending equals,
-    unless both are the same file."""
+    """Each path's shortest ending (the file name first) that no other file's ending equals (a
+    file named twice keeps its file name)."""
     parts = [path.resolve().parts for path in paths]
     depth = [1] * len(parts)
     while True:
         tails = ["/".join(part[-d:]) for part, d in zip(parts, depth)]
-        counts = Counter(tails)
-        clashing = [i for i, tail in enumerate(tails) if counts[tail] > 1 and depth[i] < len(parts[i])]
+        files = defaultdict(set)
+        for tail, part in zip(tails, parts):
+            files[tail].add(part)
+        clashing = [i for i, tail in enumerate(tails)
+                    if len(files[tail]) > 1 and depth[i] < len(parts[i])]
         if not clashing:
             return tails
         for i in clashing:

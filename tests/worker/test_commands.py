@@ -157,9 +157,10 @@ def test_screen_tells_apart_named_files_of_the_same_name(tmp_path, tiny_bundle):
     for name, data in named.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(data)
-    named = [tmp_path / name for name in named]
+    named = [tmp_path / name for name in named] + [tmp_path / "visit2/b.png"]  # b.png twice
 
     report = json.loads(run_screen(tmp_path, *named, "--json", "--model", tiny_bundle).stdout)
     rows = {row["image"]: row for row in report["results"]}
-    assert set(rows) == {"visit1/left/a.png", "visit2/left/a.png", "b.png"}
+    assert sorted(rows) == ["b.png", "visit1/left/a.png", "visit2/left/a.png"]
+    assert [row["image"] for row in report["results"]].count("b.png") == 2  # the same file
     assert rows["visit1/left/a.png"]["flagged"] and not rows["visit2/left/a.png"]["flagged"]
