@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dermscreen.db.base import utcnow
+from dermscreen.db.screening import ModelVersion
 from dermscreen.db.tenancy import ApiToken, Hospital, Role, User
 
 TOKEN_PREFIX = "ds_"
@@ -35,13 +36,24 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 
 def create_hospital(session: Session, name: str, alert_threshold: float | None = None,
-                    webhook_url: str | None = None) -> Hospital:
-    if alert_threshold is not None and not 0.0 <= alert_threshold <= 1.0:
-        raise ValueError(f"alert threshold must lie in [0, 1], got {alert_threshold}")
-    hospital = Hospital(name=name, alert_threshold=alert_threshold, webhook_url=webhook_url)
+                    webhook_url: str | None = None, version: ModelVersion | None = None) -> Hospital:
+    """A new hospital; its ``alert_threshold``, if any, holds for model ``version`` only."""
+    hospital = Hospital(name=name, webhook_url=webhook_url)
+    set_alert_threshold(hospital, alert_threshold, version)
     session.add(hospital)
     session.flush()
     return hospital
+
+
+def set_alert_threshold(hospital: Hospital, threshold: float | None,
+                        version: ModelVersion | None) -> None:
+    """The hospital's own alert threshold for model ``version`` (None: the model's own)."""
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"alert threshold must lie in [0, 1], got {threshold}")
+    if threshold is not None and version is None:
+        raise ValueError("an alert threshold is set for a model version; none was given")
+    hospital.alert_threshold = threshold
+    hospital.alert_threshold_version_id = version.id if threshold is not None else None
 
 
 def find_hospital(session: Session, key: str | int) -> Hospital | None:

@@ -49,8 +49,9 @@ def sqlite_template(tmp_path_factory) -> Path:
 
 
 @contextmanager
-def throwaway_postgres(prefix: str):
-    """Create a PostgreSQL database on 127.0.0.1:5432, migrate it to head, yield its URL, drop it.
+def throwaway_postgres(prefix: str, revision: str = "head"):
+    """Create a PostgreSQL database on 127.0.0.1:5432, migrate it to ``revision``, yield its URL,
+    drop it.
 
     Fails (does not skip) when the server is unreachable.
     """
@@ -66,7 +67,7 @@ def throwaway_postgres(prefix: str):
         admin.execute(f'CREATE DATABASE "{name}"')
         url = f"{POSTGRES_SERVER}/{name}"
         try:
-            upgrade(url)
+            upgrade(url, revision)
             yield url
         finally:
             engine_for(url).dispose()

@@ -23,7 +23,10 @@ class Hospital(Base):
     id: Mapped[intpk]
     name: Mapped[str] = mapped_column(String(200), unique=True)
     # Melanoma probability at or above which a prediction alerts; None: the bundle's threshold.
+    # A probability means something only for the model it was chosen for, so the threshold holds
+    # for that model version alone; every other version alerts at its own calibrated threshold.
     alert_threshold: Mapped[Optional[float]]
+    alert_threshold_version_id: Mapped[Optional[int]] = mapped_column(ForeignKey("model_versions.id"))
     # Where the hospital's webhook alerts go; None: no webhook.
     webhook_url: Mapped[Optional[str]] = mapped_column(String(500))
     created_at: Mapped[created]

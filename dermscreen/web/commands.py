@@ -15,7 +15,7 @@ from __future__ import annotations
 import click
 from sqlalchemy import select
 
-from dermscreen import accounts
+from dermscreen import accounts, registry
 from dermscreen.config import Config
 from dermscreen.db.session import session_factory
 from dermscreen.db.tenancy import ApiToken, Hospital, Role, User
@@ -61,12 +61,15 @@ def _hospital(session, key) -> Hospital:
 @admin.command("create-hospital")
 @click.argument("name")
 @click.option("--alert-threshold", type=click.FloatRange(0, 1), default=None,
-              help="Melanoma probability that alerts (default: the model bundle's threshold).")
+              help="Melanoma probability that alerts, for the active model version (default: "
+                   "the model bundle's threshold).")
 @click.option("--webhook-url", default=None, help="Where the hospital's alerts are POSTed.")
 def create_hospital(name, alert_threshold, webhook_url):
     """Add a hospital (a tenant)."""
     with _sessions().begin() as session:
-        hospital = accounts.create_hospital(session, name, alert_threshold, webhook_url)
+        version = (None if alert_threshold is None
+                   else registry.active_version(session, Config.from_env()))
+        hospital = accounts.create_hospital(session, name, alert_threshold, webhook_url, version)
         click.echo(f"hospital {hospital.id}: {hospital.name}")
 
 

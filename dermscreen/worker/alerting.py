@@ -24,9 +24,11 @@ def dialect_insert(session: Session, model):
 
 
 def alert_threshold(hospital: Hospital, version: ModelVersion) -> float:
-    """The hospital's own threshold, or by default the bundle's calibrated one."""
-    return hospital.alert_threshold if hospital.alert_threshold is not None \
-        else version.alert_threshold
+    """The hospital's own threshold if it was set for ``version``, else the bundle's calibrated
+    one (a threshold chosen for one model's probabilities means something else for another's)."""
+    if hospital.alert_threshold is not None and hospital.alert_threshold_version_id == version.id:
+        return hospital.alert_threshold
+    return version.alert_threshold
 
 
 def alert_dedupe_key(image_id: str, version_id: int) -> str:

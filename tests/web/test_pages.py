@@ -9,6 +9,7 @@ CSRF is switched off here to keep the requests short; tests/web/test_pages_csrf.
 from __future__ import annotations
 
 import io
+import json
 import re
 import zipfile
 
@@ -21,7 +22,7 @@ from dermscreen.db.screening import Batch, Image, ModelVersion
 from dermscreen.db.tenancy import ApiToken, Hospital, Role, User
 from dermscreen.worker.imagestore import store_image
 from tests.conftest import TEST_PASSWORD
-from tests.factories import BLUE, RED, image_bytes, lesion_image
+from tests.factories import BLUE, RED, image_bytes, lesion_image, make_tiny_bundle
 
 
 @pytest.fixture
@@ -306,12 +307,15 @@ def test_review_loop_page_and_export(sign_in, make_user, case, sessions):
 
 # --- admin ---------------------------------------------------------------------------------
 
-def test_admin_manages_hospitals_users_tokens_and_models(sign_in, make_user, sessions, tiny_bundle):
+def test_admin_manages_hospitals_users_tokens_and_models(sign_in, make_user, sessions, tmp_path):
     admin = sign_in(make_user(Role.ADMIN))
     assert admin.post("/admin/hospitals", data={"name": "St Example", "alert_threshold": "0.3"}).status_code == 303
     with sessions() as session:
         hospital = session.scalar(select(Hospital).where(Hospital.name == "St Example"))
+        first = session.scalar(select(ModelVersion).where(ModelVersion.active.is_(True)))
+    # the configured bundle became the active version, and the threshold is set for it
     assert hospital.alert_threshold == pytest.approx(0.3)
+    assert hospital.alert_threshold_version_id == first.id
     assert admin.post(f"/admin/hospitals/{hospital.id}", data={
         f"h{hospital.id}-alert_threshold": "1.5"}).status_code == 303
     assert admin.post(f"/admin/hospitals/{hospital.id}", data={
@@ -332,13 +336,30 @@ def test_admin_manages_hospitals_users_tokens_and_models(sign_in, make_user, ses
         assert session.scalar(select(User).where(User.email == "derm@st.example")).hospital_id == hospital.id
         token = session.scalar(select(ApiToken).where(ApiToken.name == "PACS"))
     assert admin.post(f"/admin/tokens/{token.id}/revoke").status_code == 303
-    assert admin.post("/admin/models", data={"path": str(tiny_bundle)}).status_code == 303
+    assert admin.post("/admin/models", data={"path": str(second_bundle(tmp_path))}).status_code == 303
     with sessions() as session:
         assert session.get(ApiToken, token.id).revoked_at is not None
-        version = session.scalar(select(ModelVersion))
+        version = session.scalar(select(ModelVersion).where(ModelVersion.version == "test-2"))
         assert not version.active
+    assert "stale-threshold" not in admin.get("/admin/hospitals").text
     assert admin.post(f"/admin/models/{version.id}/activate").status_code == 303
     assert "active</span>" in admin.get("/admin/models").text
     with sessions() as session:
         assert session.get(ModelVersion, version.id).active
+    # St Example's 0.42 was chosen for the first model: the page says it is not in force
+    stale = re.search(r'data-testid="stale-threshold">([^<]+)<', admin.get("/admin/hospitals").text)
+    assert "0.420" in stale.group(1) and "test-2 alerts at its own 0.5000" in stale.group(1)
+    assert admin.post(f"/admin/hospitals/{hospital.id}", data={
+        f"h{hospital.id}-alert_threshold": "0.42"}).status_code == 303
+    assert "stale-threshold" not in admin.get("/admin/hospitals").text
+    with sessions() as session:
+        assert session.get(Hospital, hospital.id).alert_threshold_version_id == version.id
     assert {"create", "update", "issue", "revoke", "register", "activate"} <= set(audit_actions(sessions))
+
+
+def second_bundle(tmp_path):
+    """The tiny bundle again under another version name."""
+    path = make_tiny_bundle(tmp_path / "second")
+    metadata = json.loads((path / "metadata.json").read_text())
+    (path / "metadata.json").write_text(json.dumps({**metadata, "version": "test-2"}))
+    return path

@@ -8,7 +8,8 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 
 from dermscreen.db import (Alert, Batch, BatchStatus, Channel, Delivery, DeliveryStatus, Image,
-                           ImageStatus, Prediction)
+                           ImageStatus, ModelVersion, Prediction)
+from dermscreen.registry import active_version
 from dermscreen.worker import jobs
 from tests.worker.conftest import blue, hostile_batch, red, zip_bytes
 
@@ -135,10 +136,16 @@ def test_a_redone_chunk_doubles_nothing(sessions, worker_config, make_hospital, 
     assert not any(o.delivery_ids or o.flagged_image_ids or o.done for o in third)
 
 
-def test_hospital_threshold_overrides_the_bundle(sessions, worker_config, make_hospital, submit):
-    strict = make_hospital(alert_threshold=0.99)
-    lax = make_hospital(alert_threshold=0.001)
-    for hospital in (strict, lax):
+def test_hospital_threshold_overrides_the_bundle_for_its_model_version(
+        sessions, worker_config, make_hospital, submit):
+    with sessions.begin() as session:
+        version = active_version(session, worker_config)  # the tiny bundle: threshold 0.5
+        older = ModelVersion(version="older", path="/nowhere", classes=[], alert_threshold=0.5, card={})
+        session.add(older)
+    strict = make_hospital(alert_threshold=0.99, version=version)
+    lax = make_hospital(alert_threshold=0.001, version=version)
+    stale = make_hospital(alert_threshold=0.001, version=older)  # chosen for another model
+    for hospital in (strict, lax, stale):
         batch_id = submit(hospital, {"red.jpg": red(), "blue.png": blue()})
         for chunk in jobs.run_ingest(worker_config, batch_id):
             jobs.run_predict_chunk(worker_config, chunk)
@@ -146,7 +153,8 @@ def test_hospital_threshold_overrides_the_bundle(sessions, worker_config, make_h
         flagged = {(p.image.hospital_id, p.image.original_name): (p.flagged, p.threshold)
                    for p in session.scalars(select(Prediction))}
     assert flagged == {(strict.id, "red.jpg"): (False, 0.99), (strict.id, "blue.png"): (False, 0.99),
-                       (lax.id, "red.jpg"): (True, 0.001), (lax.id, "blue.png"): (True, 0.001)}
+                       (lax.id, "red.jpg"): (True, 0.001), (lax.id, "blue.png"): (True, 0.001),
+                       (stale.id, "red.jpg"): (True, 0.5), (stale.id, "blue.png"): (False, 0.5)}
 
 
 def test_an_image_lost_from_the_store_fails_with_a_reason(sessions, worker_config, make_hospital,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, flash, make_response, redirect, render_template, url_for
+from flask import abort, current_app, flash, make_response, redirect, render_template, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +26,11 @@ def _record(action: str, obj, **detail) -> None:
 
 def _hospitals() -> list[Hospital]:
     return database.session.scalars(select(Hospital).order_by(Hospital.name)).all()
+
+
+def _active_version() -> ModelVersion:
+    """The model version that hospital thresholds set now are for."""
+    return registry.active_version(database.session, current_app.config["DERMSCREEN"])
 
 
 def _hospital_choices(empty: str | None = None) -> list[tuple[str, str]]:
@@ -55,7 +60,8 @@ def hospitals():
     if form.validate_on_submit():
         try:
             hospital = accounts.create_hospital(database.session, form.name.data.strip(),
-                                                form.alert_threshold.data, form.webhook_url.data or None)
+                                                form.alert_threshold.data, form.webhook_url.data or None,
+                                                _active_version())
             _record("create", hospital, name=hospital.name)
             database.session.commit()
         except IntegrityError:
@@ -70,7 +76,7 @@ def hospitals():
     settings = {hospital.id: HospitalSettingsForm(obj=hospital, prefix=f"h{hospital.id}")
                 for hospital in _hospitals()}
     return render_template("admin/hospitals.html", form=form, hospitals=_hospitals(),
-                           settings=settings), status
+                           settings=settings, active=_active_version()), status
 
 
 @bp.route("/hospitals/<int:hospital_id>", methods=["POST"])
@@ -83,11 +89,14 @@ def hospital_settings(hospital_id: int):
             for error in errors:
                 flash(f"{hospital.name}: {error}", "error")
         return redirect(url_for("admin.hospitals"), code=303)
-    before = {"alert_threshold": hospital.alert_threshold, "webhook_url": hospital.webhook_url}
-    hospital.alert_threshold = form.alert_threshold.data
+    def settings() -> dict:
+        return {"alert_threshold": hospital.alert_threshold, "webhook_url": hospital.webhook_url,
+                "alert_threshold_version_id": hospital.alert_threshold_version_id}
+
+    before = settings()
+    accounts.set_alert_threshold(hospital, form.alert_threshold.data, _active_version())
     hospital.webhook_url = form.webhook_url.data or None
-    _record("update", hospital, before=before,
-            after={"alert_threshold": hospital.alert_threshold, "webhook_url": hospital.webhook_url})
+    _record("update", hospital, before=before, after=settings())
     database.session.commit()
     flash(f"Settings of {hospital.name} saved.", "success")
     return redirect(url_for("admin.hospitals"), code=303)
