@@ -55,11 +55,13 @@ def train(config_path, overrides, resume):
     """
     import yaml
 
+    from dermscreen.training.trainers import TRAINERS, resolve
+
     preset = (yaml.safe_load(Path(config_path).read_text()) or {}) if config_path else {}
     trainer = preset.get("trainer", "seed-cnn")
     if trainer not in TRAINERS:
         raise click.UsageError(f"unknown trainer {trainer!r}; known: {sorted(TRAINERS)}")
-    load_config, run = (_resolve(name) for name in TRAINERS[trainer])
+    load_config, run = resolve(TRAINERS[trainer].load_config), resolve(TRAINERS[trainer].run)
     bundle = run(load_config(config_path, list(overrides)), resume=resume,
                  log=lambda line: click.echo(line, err=True))
     click.echo(str(bundle))
@@ -83,24 +85,6 @@ def calibrate(model, out, version, changelog):
 
     click.echo(str(recalibrate(model, out, version, changelog,
                                log=lambda line: click.echo(line, err=True))))
-
-
-# A preset's ``trainer`` -> its config loader and its training function(config, resume, log).
-TRAINERS = {
-    "seed-cnn": ("dermscreen.training.train_config:load_config",
-                 "dermscreen.training.train:train"),
-    "efficientnet-finetune": ("dermscreen.training.backbone.finetune:load_config",
-                              "dermscreen.training.backbone.finetune:finetune"),
-    "efficientnet-ensemble": ("dermscreen.training.backbone.ensemble:load_config",
-                              "dermscreen.training.backbone.ensemble:build"),
-}
-
-
-def _resolve(name: str):
-    import importlib
-
-    module, _, attribute = name.partition(":")
-    return getattr(importlib.import_module(module), attribute)
 
 
 @click.command()

@@ -21,7 +21,8 @@ from dermscreen.bundle import CARD_FILE, METADATA_FILE, Bundle
 from dermscreen.training.audit import with_hashes
 from dermscreen.training.hashing import NEAR_DUPLICATE_BITS, hamming_pairs
 from dermscreen.training.metrics import screening_metrics
-from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE, model_card
+from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
+from dermscreen.training.trainers import card_writer
 
 BATCH = 64
 
@@ -97,6 +98,6 @@ def record_metrics(bundle: Bundle, name: str, result: dict) -> None:
     metadata["metrics"][name] = {**{key: result[key] for key in keep},
                                  "data": result["data"] + dropped}
     (bundle.path / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    if "training" in metadata:  # cards of bundles made by dermscreen train
-        (bundle.path / CARD_FILE).write_text(model_card(metadata))
+    if "training" in metadata:  # cards of bundles made by dermscreen train, by their trainer
+        (bundle.path / CARD_FILE).write_text(card_writer(metadata)(metadata))
     bundle.metadata = metadata

@@ -17,7 +17,7 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 @dataclass
 class TrainConfig:
-    # Which trainer runs the preset (see dermscreen.training.commands.TRAINERS).
+    # Which trainer runs the preset (see dermscreen.training.trainers).
     trainer: str = "seed-cnn"
     # Name and version written into the bundle's metadata.
     name: str = "seed-cnn"

@@ -9,6 +9,7 @@ from dermscreen.training import commands
 from dermscreen.training.backbone.ensemble import EnsembleConfig
 from dermscreen.training.backbone.finetune import FinetuneConfig
 from dermscreen.training.train_config import TrainConfig
+from dermscreen.training.trainers import TRAINERS, resolve
 
 PRESETS = PACKAGE_DIR / "training" / "presets"
 
@@ -18,8 +19,7 @@ def test_every_preset_names_a_trainer_whose_loader_reads_it():
 
     for preset in sorted(PRESETS.glob("*.yaml")):
         trainer = (yaml.safe_load(preset.read_text()) or {}).get("trainer", "seed-cnn")
-        load_config, _run = (commands._resolve(name) for name in commands.TRAINERS[trainer])
-        config = load_config(preset, [])
+        config = resolve(TRAINERS[trainer].load_config)(preset, [])
         expected = {"efficientnet-finetune": FinetuneConfig,
                     "efficientnet-ensemble": EnsembleConfig}.get(trainer, TrainConfig)
         assert isinstance(config, expected), preset.name

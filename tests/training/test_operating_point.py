@@ -13,6 +13,7 @@ import pytest
 from dermscreen.bundle import FORMAT, load_bundle, validate_bundle
 from dermscreen.training.backbone.finetune import FinetuneConfig, prepare_data, recalibrate
 from dermscreen.training.datasets import acquisition, read_dataset
+from dermscreen.training.evaluate import evaluate, record_metrics
 from dermscreen.training.operating_point import calibrate_bundle
 from tests.factories import BLUE, RED, make_tiny_bundle
 from tests.training.conftest import write_image
@@ -84,6 +85,12 @@ def test_recalibrate_copies_a_finetuned_bundle_with_a_new_operating_point(tmp_pa
     assert bundle.metadata["metrics"]["held_out"]["n"] == 12
     assert "within every image collection" in (out / "README.md").read_text()
     assert json.loads((original / "metadata.json").read_text())["version"] == "test-1"  # untouched
+
+    # evaluate --record adds a row to this bundle's own card (not the seed CNN's)
+    result, _ = evaluate(bundle, read_dataset(collections_dataset / "Test"), "held out again")
+    record_metrics(bundle, "again", result)
+    card = (out / "README.md").read_text()
+    assert "Test-time views" in card and "| held out again; dropped 0 training ids" in card
 
 
 def test_recalibrate_refuses_a_bundle_from_another_trainer(tmp_path):

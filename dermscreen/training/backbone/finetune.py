@@ -547,7 +547,7 @@ def metrics_table(metrics: dict) -> list[str]:
     for m in metrics.values():
         lines.append(f"| {m['data']} | {m['n']} | {m['melanomas']} | {m['accuracy']:.3f} |"
                      f" {m['balanced_accuracy']:.3f} | {fmt(m['melanoma_auc'])} | {fmt(m['sensitivity'])}"
-                     f" | {fmt(m['specificity'])} | {m['ece_uncalibrated']:.3f} -> {m['ece']:.3f} |")
+                     f" | {fmt(m['specificity'])} | {fmt(m.get('ece_uncalibrated'))} -> {m['ece']:.3f} |")
     return lines
 
 
