@@ -1,7 +1,8 @@
 """Figures and the markdown evaluation report (matplotlib, Agg backend: no display needed).
 
-``write_report(folder, result, predictions, bundle)`` writes ``report.md`` with ROC, reliability,
-confusion-matrix and training-curve PNGs, and ``predictions.csv`` in the ISIC challenge layout
+``write_report(folder, result, predictions, bundle)`` writes ``report.md`` with ROC,
+threshold (sensitivity and specificity at every threshold), reliability, confusion-matrix and
+training-curve PNGs, and ``predictions.csv`` in the ISIC challenge layout
 (``image`` then one probability column per class; ``truth.csv`` is the one-hot ground truth in
 the same layout).
 """
@@ -18,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.calibration import CalibrationDisplay  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, roc_curve  # noqa: E402
 
 # ISIC challenge column names of the nine classes.
 ISIC_COLUMNS = {
@@ -57,6 +58,25 @@ def plot_roc(positive: np.ndarray, scores: np.ndarray, threshold: float, path: P
     axis.plot([0, 1], [0, 1], ":", color="grey")
     axis.legend(loc="lower right")
     axis.set_title("Melanoma ROC")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_thresholds(positive: np.ndarray, scores: np.ndarray, threshold: float, path: Path) -> Path:
+    """Melanoma sensitivity and specificity at every threshold (log scale), the shipped one
+    marked: what a hospital's own threshold would cost on this data."""
+    false_positive, true_positive, thresholds = roc_curve(positive, scores)
+    keep = np.isfinite(thresholds) & (thresholds > 0)
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.step(thresholds[keep], true_positive[keep], where="post", label="sensitivity")
+    axis.step(thresholds[keep], 1 - false_positive[keep], where="post", label="specificity")
+    axis.axvline(threshold, color="red", linestyle="--", label=f"alert threshold {threshold:.4f}")
+    axis.set(xscale="log", xlabel="threshold on the melanoma probability", ylabel="rate",
+             ylim=(0, 1.02), title="Sensitivity and specificity by threshold")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(loc="center left")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
@@ -107,6 +127,8 @@ def write_report(folder: str | Path, result: dict, predictions: pd.DataFrame, bu
     figures = {}
     if 0 < positive.sum() < len(positive):
         figures["ROC"] = plot_roc(positive, scores, bundle.threshold, folder / "roc.png")
+        figures["Thresholds"] = plot_thresholds(positive, scores, bundle.threshold,
+                                                folder / "thresholds.png")
         figures["Calibration"] = plot_reliability(positive, scores, folder / "calibration.png")
     figures["Confusion matrix"] = plot_confusion(result["confusion_matrix"], classes,
                                                  folder / "confusion_matrix.png")

@@ -71,7 +71,8 @@ def test_train_then_evaluate(folder_dataset, csv_dataset, tmp_path):
     for key in ("melanoma_auc", "sensitivity", "specificity", "balanced_accuracy", "ece"):
         assert key in result
     report = (tmp_path / "rep" / "report.md").read_text()
-    for figure in ("roc.png", "calibration.png", "confusion_matrix.png", "training_curves.png"):
+    for figure in ("roc.png", "thresholds.png", "calibration.png", "confusion_matrix.png",
+                   "training_curves.png"):
         assert figure in report and (tmp_path / "rep" / figure).exists()
     header = (tmp_path / "rep" / "predictions.csv").read_text().splitlines()[0]
     assert header == "image,AK,BCC,DF,MEL,NV,BKL,SK,SCC,VASC"
