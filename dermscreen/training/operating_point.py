@@ -56,10 +56,9 @@ def collection_aucs(logits: np.ndarray, labels: np.ndarray, collections: np.ndar
     return out
 
 
-def collection_operating_points(score: np.ndarray, positive: np.ndarray, table: pd.DataFrame,
+def collection_operating_points(score: np.ndarray, positive: np.ndarray, collections: np.ndarray,
                                 threshold: float) -> dict:
     """Melanoma sensitivity and specificity at ``threshold`` within each image collection."""
-    collections = acquisition(table).to_numpy()
     out = {}
     for name in sorted(set(collections)):
         melanomas, others = (collections == name) & positive, (collections == name) & ~positive
@@ -111,7 +110,7 @@ def calibrate_bundle(path, validation: pd.DataFrame, target_sensitivity: float, 
         **calibrated_metrics(logits, labels, temperature, bias, threshold,
                              f"validation fold: {validation['source'].value_counts().to_dict()}"),
         "ece_cross_fitted": cross_fitted_ece(logits, labels, half),
-        "by_collection": collection_operating_points(score, positive, validation, threshold),
+        "by_collection": collection_operating_points(score, positive, collections, threshold),
         "melanoma_auc_by_views": aucs,
     }
     metadata = bundle.metadata

@@ -32,7 +32,7 @@ from dermscreen.config import Config
 from dermscreen.training.backbone import finetune
 from dermscreen.training.backbone.efficientnet_lite import BLOCKS, copy_weights, efficientnet_lite0
 from dermscreen.training.datasets import CLASSES, acquisition
-from dermscreen.training.operating_point import calibration_lines, collection_aucs
+from dermscreen.training.operating_point import CLASS_INDEX, calibration_lines, collection_aucs
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
 
 # Settings of a member's training that decide its train/validation split.
@@ -127,7 +127,7 @@ def build(config: EnsembleConfig, resume: bool = False, log=print) -> Path:
 
     pool, tests, data_info = finetune.prepare_data(split, log)
     val = pool[pool["fold"] == "val"].reset_index(drop=True)
-    val_y = val["label"].map({name: i for i, name in enumerate(CLASSES)}).to_numpy()
+    val_y = val["label"].map(CLASS_INDEX).to_numpy()
     collections = acquisition(val).to_numpy()
     model = ensemble_model([bundle.keras_model for bundle in bundles],
                            [m["training"]["cut"] for m in metadata_of], size)

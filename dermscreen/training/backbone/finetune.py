@@ -42,7 +42,7 @@ from dermscreen.training.datasets import CLASSES, acquisition, class_counts, rea
 from dermscreen.training.features import CacheSpec, cache_features, load_cache
 from dermscreen.training.metrics import fmt
 from dermscreen.training.operating_point import (
-    calibrate_bundle, calibrated_metrics, calibration_lines, collection_aucs,
+    CLASS_INDEX, calibrate_bundle, calibrated_metrics, calibration_lines, collection_aucs,
 )
 from dermscreen.training.splits import clean_records, drop_overlap, group_ids, grouped_split
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
@@ -398,9 +398,8 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
     train_rows = row_of[train_table["path"]].to_numpy()
     val_rows = row_of[val_table["path"]].to_numpy()
 
-    index = {name: i for i, name in enumerate(CLASSES)}
-    train_y = train_table["label"].map(index).to_numpy()
-    val_y = val_table["label"].map(index).to_numpy()
+    train_y = train_table["label"].map(CLASS_INDEX).to_numpy()
+    val_y = val_table["label"].map(CLASS_INDEX).to_numpy()
     train_w, val_w = (sample_weights(y, _weighting_sources(table, config.balance), config.balance)
                       for y, table in ((train_y, train_table), (val_y, val_table)))
     log(f"training on {len(train_y)} images x {config.views} views, validating on {len(val_y)}")
@@ -475,12 +474,11 @@ def recalibrate(model: Path, out: Path, version: str, changelog: str, log=print)
 def measure_tests(bundle_path: Path, tests: dict, log=print) -> dict:
     """Screening metrics of the exported bundle (ONNX Runtime) on every test set."""
     bundle = load_bundle(bundle_path, backend="onnx")
-    index = {name: i for i, name in enumerate(CLASSES)}
     out = {}
     for name, table in tests.items():
         logits = np.concatenate([bundle.logits(bundle.batch(table["path"][i:i + 64]))
                                  for i in range(0, len(table), 64)])
-        out[name] = calibrated_metrics(logits, table["label"].map(index).to_numpy(), bundle.temperature,
+        out[name] = calibrated_metrics(logits, table["label"].map(CLASS_INDEX).to_numpy(), bundle.temperature,
                                        bundle.class_bias, bundle.threshold, f"{name}: {len(table)} images")
         log(f"{name}: AUC {out[name]['melanoma_auc']:.3f} sensitivity {out[name]['sensitivity']:.3f} "
             f"specificity {out[name]['specificity']:.3f}")
