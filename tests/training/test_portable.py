@@ -1,0 +1,93 @@
+"""Fine-tuning every block on images, and a run packed here, fitted elsewhere, finished here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from dermscreen.training.backbone.efficientnet_lite import efficientnet_lite0
+from dermscreen.training.backbone.finetune import (
+    AugmentedBatches, FinetuneConfig, load_images, prepare_data, train,
+)
+from dermscreen.training.backbone.portable import epochs_within, main, pack, read_pack
+
+SIZE = 32
+
+
+@pytest.fixture
+def config(tmp_path, folder_dataset):
+    weights = tmp_path / "lite0.weights.h5"
+    efficientnet_lite0((SIZE, SIZE, 3)).save_weights(weights)
+    return FinetuneConfig(backbone_weights=str(weights), size=SIZE, cut=0, epochs=2, batch_size=4,
+                          val_fraction=0.35, balance="class", seed=3,
+                          train=[{"path": str(folder_dataset / "Train")}],
+                          test={"seed_test": {"path": str(folder_dataset / "Test")}})
+
+
+def test_augmented_batches_draw_a_new_view_each_epoch_and_the_same_view_again(config, folder_dataset):
+    paths = sorted(str(p) for p in (folder_dataset / "Train").rglob("*.jpg"))
+    images = load_images(paths, SIZE)
+    assert images.shape == (len(paths), SIZE, SIZE, 3) and images.dtype == np.uint8
+    rows, labels, weights = np.arange(len(paths)), np.zeros(len(paths), int), np.ones(len(paths))
+
+    def epoch_batches(epochs_before):
+        batches = AugmentedBatches(images, rows, labels, weights, config, workers=1)
+        for _ in range(epochs_before):
+            batches.on_epoch_end()
+        return [batches[i] for i in range(len(batches))]
+
+    first, again, second = epoch_batches(0), epoch_batches(0), epoch_batches(1)
+    x, y, w = first[0]
+    assert x.shape == (config.batch_size, SIZE, SIZE, 3) and x.dtype == np.uint8
+    assert y.shape == (config.batch_size, 9) and w.shape == (config.batch_size,)
+    assert sum(len(batch[0]) for batch in first) == len(paths)  # each image once per epoch
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a[0], b[0])
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, second))
+
+
+def test_packed_run_fits_elsewhere_and_resumes_here_without_training(tmp_path, config):
+    packed = pack(config, tmp_path / "pack", log=lambda _: None)
+    packed_config, train_table, val_table = read_pack(packed)
+    assert packed_config == config
+    assert len(train_table) and len(val_table)
+    assert all(Image.open(path).format == "WEBP" for path in train_table["path"])
+    assert max(Image.open(train_table["path"][0]).size) <= SIZE
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", str(packed), "--run", str(run), "--minutes", "5",
+                                       "--probe-steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert "s per epoch measured: 2 of 2 epochs" in result.output
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+
+    # Here: the same config prepares the same split; a finished run only loads its best weights.
+    pool, _, _ = prepare_data(config, log=lambda _: None)
+    here = {fold: pool[pool["fold"] == fold].reset_index(drop=True) for fold in ("train", "val")}
+    for fold, table in (("train", train_table), ("val", val_table)):
+        assert list(here[fold]["image_id"]) == list(table["image_id"])
+    for name in ("last.keras",):  # not brought back: a finished run does not need it
+        (run / "checkpoints" / name).unlink()
+    model, history = train(config, run, here["train"], here["val"], resume=True, log=lambda _: None)
+    assert history == state["history"]
+    best = efficientnet_lite0((SIZE, SIZE, 3))  # any layer of the trunk: weights came from best
+    trained = model.get_layer("block3_project_conv").get_weights()[0]
+    assert not np.allclose(trained, best.get_layer("block3_project_conv").get_weights()[0])
+
+    changed = replace(config, learning_rate=1e-3)
+    with pytest.raises(Exception, match="config differs in \\['learning_rate'\\]"):
+        train(changed, run, here["train"], here["val"], resume=True, log=lambda _: None)
+
+
+def test_epochs_within_a_time_budget():
+    config = FinetuneConfig(epochs=30)
+    assert epochs_within(config, seconds_per_epoch=20, minutes=5) == 15
+    assert epochs_within(config, seconds_per_epoch=5, minutes=5) == 30
+    assert epochs_within(config, seconds_per_epoch=600, minutes=5) == 1
