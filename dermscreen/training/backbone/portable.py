@@ -6,8 +6,9 @@ prepared run, fit it there, finish it here.
     # there: train (KERAS_BACKEND=torch where PyTorch is the GPU framework); at most MINUTES of
     # training, as many epochs as fit (measured on the first steps), at most the config's
     python -m dermscreen.training.backbone.portable fit PACK --run RUN [--minutes MINUTES]
-    # here: bring back RUN/checkpoints/{state.json,best.weights.h5}, then export, calibrate and
-    # measure the test sets with the same settings (and the epochs the fit chose)
+    # here: bring back RUN/checkpoints/{state.json,best.weights.h5} and RUN/{history.csv,
+    # training_curves.png}, then export, calibrate and measure the test sets with the same
+    # settings (and the epochs the fit chose)
     dermscreen train --config PRESET [--set k=v ...] --set epochs=N --set output=RUN --resume
 
 ``fit`` runs ``finetune.train``, the very function ``dermscreen train`` runs, on the packed split;

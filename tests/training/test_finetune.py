@@ -1,4 +1,5 @@
-"""Fine-tuning every block on images, and a run packed here, fitted elsewhere, finished here."""
+"""Fine-tuning: on cached features of a frozen bottom, on images with every block trained, and a
+run packed here, fitted elsewhere, finished here."""
 
 from __future__ import annotations
 
@@ -50,6 +51,19 @@ def test_augmented_batches_draw_a_new_view_each_epoch_and_the_same_view_again(co
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a[0], b[0])
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, second))
+
+
+def test_training_on_cached_features_keeps_the_best_epochs_layer_weights(tmp_path, config):
+    cached = replace(config, cut=3, views=2)
+    pool, _, _ = prepare_data(cached, log=lambda _: None)
+    tables = [pool[pool["fold"] == fold].reset_index(drop=True) for fold in ("train", "val")]
+    model, history = train(cached, tmp_path / "run", *tables, resume=False, log=lambda _: None)
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert {"val_auc", "val_auc_within", "val_loss"} <= set(history[0])
+    checkpoints = tmp_path / "run" / "checkpoints"
+    # The best epoch's file holds the layers alone; the last checkpoint also the optimizer's state.
+    assert (checkpoints / "best.weights.h5").stat().st_size < (checkpoints / "last.keras").stat().st_size / 2
+    assert model.input.shape[1:] == (SIZE // 4, SIZE // 4, 24)  # the map entering block 3
 
 
 def test_packed_run_fits_elsewhere_and_resumes_here_without_training(tmp_path, config):
