@@ -132,8 +132,9 @@ def test_shipped_model_equals_bottom_then_trained_top(backbone_weights):
     assert classifier(efficientnet_lite0((SIZE, SIZE, 3)), 0.1).output.shape[-1] == 9
 
 
-def test_preset_loads_with_overrides():
-    config = load_config("dermscreen/training/presets/efficientnet_lite0.yaml", ["epochs=1", "views=2"])
+@pytest.mark.parametrize("preset", ["efficientnet_lite0.yaml", "efficientnet_lite0_gpu.yaml"])
+def test_preset_loads_with_overrides(preset):
+    config = load_config(f"dermscreen/training/presets/{preset}", ["epochs=1", "views=2"])
     assert config.epochs == 1 and config.views == 2
     assert {spec.get("split") for spec in config.train} == {None, "train", "val"}
     # The training pool never reads a test split or a Test folder; the test sets are all reported.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import click
 import numpy as np
 import pandas as pd
 import pytest
@@ -98,6 +99,11 @@ def test_packed_run_fits_elsewhere_and_resumes_here_without_training(tmp_path, c
     changed = replace(config, learning_rate=1e-3)
     with pytest.raises(Exception, match="config differs in \\['learning_rate'\\]"):
         train(changed, run, here["train"], here["val"], resume=True, log=lambda _: None)
+
+
+def test_a_fine_tune_without_test_sets_is_refused(config):
+    with pytest.raises(click.UsageError, match="no test sets"):
+        prepare_data(replace(config, test={}), log=lambda _: None)
 
 
 def test_epochs_within_a_time_budget():

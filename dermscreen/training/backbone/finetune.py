@@ -134,6 +134,9 @@ def prepare_data(config: FinetuneConfig, log=print) -> tuple[pd.DataFrame, dict,
     A test image that shares an id with the raw training pool is a leak (the isic9 Test/Train
     leaks carry conflicting labels) and is left out of that test set; every pool image grouped
     with a test image (same id, lesion, content or near-duplicate) is left out of training."""
+    if not config.test:
+        raise click.UsageError("the config names no test sets (test:): a fine-tuned model is"
+                               " measured on at least one, and its images are kept out of training")
     pool = read_specs(config.train)
     reference = read_reference(config.reference) if config.reference else None
     hashed, cleaning = clean_records(pool, reference, config.label_policy)
