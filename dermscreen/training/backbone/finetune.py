@@ -423,15 +423,7 @@ def fit(config: FinetuneConfig, folder: Path, batches, plain, val_rows, val_y, v
             return model, history
         model = keras.saving.load_model(checkpoints / "last.keras")
     else:
-        model = top_model(config, plain.shape[1:])
-        steps = config.epochs * len(batches)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate / 10, steps, warmup_target=config.learning_rate,
-            warmup_steps=steps // (2 * config.epochs))
-        model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-                      loss=keras.losses.CategoricalCrossentropy(
-                          from_logits=True, label_smoothing=config.label_smoothing),
-                      weighted_metrics=[])
+        model = compiled_top_model(config, plain.shape[1:], config.epochs * len(batches))
     val_one_hot = keras.utils.to_categorical(val_y, len(CLASSES))
 
     class Track(keras.callbacks.Callback):
@@ -456,6 +448,20 @@ def fit(config: FinetuneConfig, folder: Path, batches, plain, val_rows, val_y, v
               callbacks=[Track(), *callbacks])
     layers_of(model).load_weights(checkpoints / "best.weights.h5")
     return model, history
+
+
+def compiled_top_model(config: FinetuneConfig, input_shape, steps: int):
+    """``top_model`` compiled for ``steps`` training steps: AdamW, learning rate warmed up over
+    half an epoch then cosine-decayed, weighted cross-entropy with label smoothing."""
+    model = top_model(config, input_shape)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate / 10, steps, warmup_target=config.learning_rate,
+        warmup_steps=steps // (2 * config.epochs))
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(
+                      from_logits=True, label_smoothing=config.label_smoothing),
+                  weighted_metrics=[])
+    return model
 
 
 def layers_of(model):
