@@ -16,7 +16,6 @@ and caches). Set KERAS_BACKEND=torch on a machine whose GPU framework is PyTorch
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import replace
 
 import click

@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import click
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
