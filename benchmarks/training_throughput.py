@@ -3,9 +3,8 @@ training step. Three rates in one run, images/s, on a packed run's training imag
 
 - input: the training batches (``finetune.AugmentedBatches``, one process per core) fed to a
   model that does next to nothing (pooling and a dense layer);
-- step: the model's training step (``finetune.compiled_top_model``) on batches already in memory,
-  in float32 and in mixed bfloat16 (``precision: mixed_bfloat16``);
-- both: the model on the training batches, as ``dermscreen train`` runs it (the pack's precision).
+- step: the model's training step (``finetune.compiled_top_model``) on batches already in memory;
+- both: the model on the training batches, as ``dermscreen train`` runs it.
 
     python benchmarks/training_throughput.py PACK [--images 2048] [--plot throughput.png]
 
@@ -56,7 +55,7 @@ def plot(rates: dict, path: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 3.2))
-    axis.barh(list(rates), list(rates.values()), color=["#999999", "#4477aa", "#66ccee", "#228833"])
+    axis.barh(list(rates), list(rates.values()), color=["#999999", "#4477aa", "#228833"])
     for y, value in enumerate(rates.values()):
         axis.text(value, y, f" {value:.0f}", va="center")
     axis.set(xlabel="images/s", title=title)
@@ -82,9 +81,8 @@ def main(pack, images, plot_path):
     in_memory = (pixels, keras.utils.to_categorical(labels, len(CLASSES)), weights)
     rates = {
         "input (Augmentor)": second_epoch_rate(trivial_model(config.size), batches, len(table), config.batch_size),
-        **{f"step (model, {precision})": second_epoch_rate(
-            compiled_top_model(replace(config, precision=precision), pixels.shape[1:], steps),
-            in_memory, len(table), config.batch_size) for precision in ("float32", "mixed_bfloat16")},
+        "step (model)": second_epoch_rate(compiled_top_model(config, pixels.shape[1:], steps),
+                                          in_memory, len(table), config.batch_size),
         "both": second_epoch_rate(compiled_top_model(config, pixels.shape[1:], steps), batches,
                                   len(table), config.batch_size),
     }

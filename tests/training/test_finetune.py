@@ -100,19 +100,6 @@ def test_packed_run_fits_elsewhere_and_resumes_here_without_training(tmp_path, c
         train(changed, run, here["train"], here["val"], resume=True, log=lambda _: None)
 
 
-def test_mixed_precision_computes_in_bfloat16_on_float32_weights_and_leaves_the_default(config):
-    import keras
-
-    from dermscreen.training.backbone.finetune import top_model
-
-    model = top_model(replace(config, precision="mixed_bfloat16"), (SIZE, SIZE, 3))
-    assert keras.config.dtype_policy().name == "float32"
-    conv = model.get_layer("block3_project_conv")
-    assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
-    logits = model(np.zeros((2, SIZE, SIZE, 3), np.float32))
-    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
-
-
 def test_a_fine_tune_without_test_sets_is_refused(config):
     with pytest.raises(click.UsageError, match="no test sets"):
         prepare_data(replace(config, test={}), log=lambda _: None)

@@ -90,8 +90,6 @@ class FinetuneConfig:
     # The kept epoch has the best validation melanoma AUC overall ("val_auc") or the best mean of
     # the AUCs within each image collection ("val_auc_within", blind to the collection cue).
     select_by: str = "val_auc"
-    # "float32", or "mixed_bfloat16": bfloat16 arithmetic on float32 weights (for GPUs).
-    precision: str = "float32"
     output: str = ""
 
     @property
@@ -215,29 +213,23 @@ def classifier(trunk, dropout: float):
     """Pool, dropout and a dense layer of class logits on top of a trunk (shared layer names)."""
     x = keras.layers.GlobalAveragePooling2D(name="pool")(trunk.output)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    logits = keras.layers.Dense(len(CLASSES), name="logits", dtype="float32")(x)  # float32 loss
+    logits = keras.layers.Dense(len(CLASSES), name="logits")(x)
     return keras.Model(trunk.input, logits, name="efficientnet_lite0_classifier")
 
 
 def top_model(config: FinetuneConfig, feature_shape):
     """Blocks ``cut``.. and the head with pretrained weights (batch norms frozen), plus a new
-    classifier: the part that is trained on cached features (or on images, ``cut`` 0), computing
-    in ``config.precision`` (weights are float32 either way)."""
+    classifier: the part that is trained on cached features."""
     from dermscreen.training.backbone.efficientnet_lite import copy_weights, efficientnet_lite0
 
     full = efficientnet_lite0((config.size, config.size, 3))
     full.load_weights(config.weights_path)
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(config.precision)  # taken by each layer as it is built
-    try:
-        top = efficientnet_lite0(tuple(feature_shape), start=config.cut)
-        copy_weights(full, top)
-        for layer in top.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False  # inference-mode statistics: small batches on one CPU
-        return classifier(top, config.dropout)
-    finally:
-        keras.config.set_dtype_policy(policy)
+    top = efficientnet_lite0(tuple(feature_shape), start=config.cut)
+    copy_weights(full, top)
+    for layer in top.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # inference-mode statistics: small batches on one CPU
+    return classifier(top, config.dropout)
 
 
 def image_model(config: FinetuneConfig, trained):
@@ -419,9 +411,7 @@ def fit(config: FinetuneConfig, folder: Path, batches, plain, val_rows, val_y, v
     history, initial_epoch = [], 0
     if resume and state_path.exists():
         state = json.loads(state_path.read_text())
-        # A setting that a run's state lacks is older than the run: it had the default then.
-        saved, wanted = (_training_settings(c) for c in
-                         ({**asdict(FinetuneConfig()), **state["config"]}, asdict(config)))
+        saved, wanted = (_training_settings(c) for c in (state["config"], asdict(config)))
         if saved != wanted:
             changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
             raise click.UsageError(f"cannot resume {folder}: the config differs in {changed}")
