@@ -100,6 +100,25 @@ def test_packed_run_fits_elsewhere_and_resumes_here_without_training(tmp_path, c
         train(changed, run, here["train"], here["val"], resume=True, log=lambda _: None)
 
 
+def test_a_packed_fit_stopped_early_resumes_to_its_epochs(tmp_path, config):
+    import keras
+
+    class StopAfterOneEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True  # as a time limit would, after its checkpoint
+
+    packed = pack(config, tmp_path / "pack", log=lambda _: None)
+    _, train_table, val_table = read_pack(packed)
+    run = tmp_path / "run"
+    train(config, run, train_table, val_table, resume=False, log=lambda _: None,
+          callbacks=[StopAfterOneEpoch()])
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["epoch"] == 1
+    result = CliRunner().invoke(main, ["fit", str(packed), "--run", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 2 and [row["epoch"] for row in state["history"]] == [1, 2]
+
+
 def test_a_fine_tune_without_test_sets_is_refused(config):
     with pytest.raises(click.UsageError, match="no test sets"):
         prepare_data(replace(config, test={}), log=lambda _: None)

@@ -6,6 +6,7 @@ prepared run, fit it there, finish it here.
     # there: train (KERAS_BACKEND=torch where PyTorch is the GPU framework); at most MINUTES of
     # training, as many epochs as fit (measured on the first steps), at most the config's
     python -m dermscreen.training.backbone.portable fit PACK --run RUN [--minutes MINUTES]
+    # (a fit stopped by a time limit goes on from its last epoch: fit PACK --run RUN --resume)
     # here: bring back RUN/checkpoints/{state.json,best.weights.h5} and RUN/{history.csv,
     # training_curves.png}, then export, calibrate and measure the test sets with the same
     # settings (and the epochs the fit chose)
@@ -131,16 +132,21 @@ def pack_command(config_path, overrides, out, quality):
 @click.option("--run", required=True, type=click.Path(path_type=Path), help="run folder to write")
 @click.option("--minutes", type=float, help="train at most this long: fewer epochs if needed")
 @click.option("--probe-steps", default=20, show_default=True, help="steps timed to size the epochs")
-def fit_command(folder, run, minutes, probe_steps):
+@click.option("--resume", is_flag=True,
+              help="continue RUN (stopped by a time limit) to the epochs its first fit chose")
+def fit_command(folder, run, minutes, probe_steps, resume):
     """Train a packed run (FOLDER) into RUN; RUN/checkpoints then finish it where the data is."""
     config, train_table, val_table = read_pack(folder)
-    if minutes is not None:
+    if resume:
+        state = json.loads((run / "checkpoints" / "state.json").read_text())
+        config = replace(config, epochs=state["config"]["epochs"])
+    elif minutes is not None:
         seconds = time_one_epoch(config, train_table, val_table, run / "probe", probe_steps)
         epochs = epochs_within(config, seconds, minutes)
         click.echo(f"{seconds:.1f} s per epoch measured: {epochs} of {config.epochs} epochs"
                    f" fit in {minutes} minutes")
         config = replace(config, epochs=epochs)
-    model, history = train(config, run, train_table, val_table, resume=False)
+    model, history = train(config, run, train_table, val_table, resume=resume)
     best = max(history, key=lambda row: row[config.select_by])
     click.echo(json.dumps({"epochs": config.epochs, "best": best}))
 
