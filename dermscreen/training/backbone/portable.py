@@ -146,7 +146,7 @@ def fit_command(folder, run, minutes, probe_steps, resume):
         click.echo(f"{seconds:.1f} s per epoch measured: {epochs} of {config.epochs} epochs"
                    f" fit in {minutes} minutes")
         config = replace(config, epochs=epochs)
-    model, history = train(config, run, train_table, val_table, resume=resume)
+    _, history = train(config, run, train_table, val_table, resume=resume)
     best = max(history, key=lambda row: row[config.select_by])
     click.echo(json.dumps({"epochs": config.epochs, "best": best}))
 
