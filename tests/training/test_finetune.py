@@ -64,6 +64,10 @@ def test_training_on_cached_features_keeps_the_best_epochs_layer_weights(tmp_pat
     # The best epoch's file holds the layers alone; the last checkpoint also the optimizer's state.
     assert (checkpoints / "best.weights.h5").stat().st_size < (checkpoints / "last.keras").stat().st_size / 2
     assert model.input.shape[1:] == (SIZE // 4, SIZE // 4, 24)  # the map entering block 3
+    resumed, again = train(cached, tmp_path / "run", *tables, resume=True, log=lambda _: None)
+    assert again == history  # all epochs done: nothing trained again
+    np.testing.assert_array_equal(resumed.get_layer("logits").get_weights()[0],
+                                  model.get_layer("logits").get_weights()[0])
 
 
 def test_packed_run_fits_elsewhere_and_resumes_here_without_training(tmp_path, config):

@@ -370,7 +370,17 @@ def train(config: FinetuneConfig, folder: Path, train_table: pd.DataFrame, val_t
           resume: bool, cache_pool: pd.DataFrame | None = None, log=print, callbacks=()):
     """Train on ``train_table``, keep the best epoch on ``val_table``; return the model with that
     epoch's weights, and the history. Blocks before ``config.cut`` run from the feature cache of
-    ``cache_pool`` (the raw pool by default, so that other cleanings and splits reuse it)."""
+    ``cache_pool`` (the raw pool by default, so that other cleanings and splits reuse it).
+
+    A resumed run that had finished all its epochs (perhaps on another machine) loads no images
+    or features and needs only ``state.json`` and ``best.weights.h5`` of its checkpoints."""
+    state = saved_state(config, folder) if resume else None
+    if state:
+        log(f"resuming after epoch {state['epoch']}")
+    if state and state["epoch"] >= config.epochs:
+        model = top_model(config, top_input_shape(config))
+        model.load_weights(folder / "checkpoints" / "best.weights.h5")
+        return model, state["history"]
     train_y = train_table["label"].map(CLASS_INDEX).to_numpy()
     val_y = val_table["label"].map(CLASS_INDEX).to_numpy()
     train_w, val_w = (sample_weights(y, _weighting_sources(table, config.balance), config.balance)
@@ -395,35 +405,45 @@ def train(config: FinetuneConfig, folder: Path, train_table: pd.DataFrame, val_t
         plain = features[:, 0]
         log(f"training on {len(train_y)} images x {config.views} views, validating on {len(val_y)}")
     return fit(config, folder, batches, plain, val_rows, val_y, val_w,
-               val_table["source"].to_numpy(), acquisition(val_table).to_numpy(), resume, log,
+               val_table["source"].to_numpy(), acquisition(val_table).to_numpy(), state, log,
                callbacks)
 
 
-def fit(config: FinetuneConfig, folder: Path, batches, plain, val_rows, val_y, val_w, val_sources,
-        val_collections, resume: bool, log=print, callbacks=()):
-    """Train the top model on ``batches``; return it with the best epoch's weights, and the history.
+def saved_state(config: FinetuneConfig, folder: Path) -> dict | None:
+    """The checkpoint state (config, epoch, history) of the run in ``folder``, None if it has
+    none; a usage error if its training settings differ from ``config``'s."""
+    path = folder / "checkpoints" / "state.json"
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    saved, wanted = (_training_settings(c) for c in (state["config"], asdict(config)))
+    if saved != wanted:
+        changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
+        raise click.UsageError(f"cannot resume {folder}: the config differs in {changed}")
+    return state
 
-    A resumed run that had finished all its epochs (perhaps on another machine) needs only
-    ``state.json`` and ``best.weights.h5`` of its checkpoints."""
+
+def top_input_shape(config: FinetuneConfig) -> tuple:
+    """What the top model takes: the images (``cut`` 0) or the map entering block ``cut``."""
+    from dermscreen.training.backbone.efficientnet_lite import efficientnet_lite0
+
+    image = (config.size, config.size, 3)
+    return image if config.cut == 0 else tuple(efficientnet_lite0(image, stop=config.cut).output.shape[1:])
+
+
+def fit(config: FinetuneConfig, folder: Path, batches, plain, val_rows, val_y, val_w, val_sources,
+        val_collections, state: dict | None, log=print, callbacks=()):
+    """Train the top model on ``batches`` (from the checkpoint of ``state``, if any); return it
+    with the best epoch's weights, and the history."""
     checkpoints = folder / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     state_path = checkpoints / "state.json"
-    history, initial_epoch = [], 0
-    if resume and state_path.exists():
-        state = json.loads(state_path.read_text())
-        saved, wanted = (_training_settings(c) for c in (state["config"], asdict(config)))
-        if saved != wanted:
-            changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
-            raise click.UsageError(f"cannot resume {folder}: the config differs in {changed}")
-        history, initial_epoch = state["history"], state["epoch"]
-        log(f"resuming after epoch {initial_epoch}")
-        if initial_epoch >= config.epochs:
-            model = top_model(config, plain.shape[1:])
-            model.load_weights(checkpoints / "best.weights.h5")
-            return model, history
+    if state:
         model = keras.saving.load_model(checkpoints / "last.keras")
+        history, initial_epoch = state["history"], state["epoch"]
     else:
         model = compiled_top_model(config, plain.shape[1:], config.epochs * len(batches))
+        history, initial_epoch = [], 0
     val_one_hot = keras.utils.to_categorical(val_y, len(CLASSES))
 
     class Track(keras.callbacks.Callback):
