@@ -61,7 +61,6 @@ def screening_metrics(probabilities: np.ndarray, labels: np.ndarray, classes: li
     }
 
 
-
 def fmt(value) -> str:
     """A metric for a report or model card: three decimals, ``n/a`` for None or nan."""
     return "n/a" if value is None or value != value else f"{value:.3f}"

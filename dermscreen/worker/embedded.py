@@ -61,7 +61,8 @@ def collect_files(paths: list[Path]) -> list[tuple[str, Path]]:
     """(name, path) of every file named or found under a named folder (hidden ones skipped):
     a found file by its path relative to the folder named, a named file by its file name, or by
     as many of its last folders as tell it apart from another named file of that name."""
-    found, named = [], []
+    found = []
+    names = iter(distinct_tails([path for path in paths if not path.is_dir()]))
     for path in paths:
         if path.is_dir():
             for file in sorted(path.rglob("*")):
@@ -69,10 +70,7 @@ def collect_files(paths: list[Path]) -> list[tuple[str, Path]]:
                 if file.is_file() and not any(part.startswith(".") for part in relative.parts):
                     found.append((relative.as_posix(), file))
         else:
-            named.append((len(found), path))
-            found.append(None)
-    for (index, path), name in zip(named, distinct_tails([path for _, path in named])):
-        found[index] = (name, path)
+            found.append((next(names), path))
     return found
 
 
