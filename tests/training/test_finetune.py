@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import click
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -102,6 +104,17 @@ def test_packed_run_fits_elsewhere_and_resumes_here_without_training(tmp_path, c
     changed = replace(config, learning_rate=1e-3)
     with pytest.raises(Exception, match="config differs in \\['learning_rate'\\]"):
         train(changed, run, here["train"], here["val"], resume=True, log=lambda _: None)
+
+
+def test_a_pack_of_the_original_files_holds_them_unchanged(tmp_path, config):
+    pool, _, _ = prepare_data(config, log=lambda _: None)
+    _, train_table, val_table = read_pack(pack(config, tmp_path / "pack", original=True,
+                                               log=lambda _: None))
+    packed = pd.concat([train_table, val_table]).set_index("image_id")["path"]
+    sources = pool.set_index("image_id")["path"]
+    assert sorted(packed.index) == sorted(sources.index)
+    for image_id, path in packed.items():
+        assert Path(path).read_bytes() == Path(sources[image_id]).read_bytes()
 
 
 def test_a_packed_fit_stopped_early_resumes_to_its_epochs(tmp_path, config):

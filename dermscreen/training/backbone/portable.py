@@ -1,7 +1,8 @@
 """Fine-tune on a machine that has neither the data nor the service (a rented GPU): pack a
 prepared run, fit it there, finish it here.
 
-    # here: prepare the pool and its split, write it with small copies of the images (WebP)
+    # here: prepare the pool and its split, write it with small copies of the images (WebP), or
+    # with the image files themselves (--original: lossless, 112 MB for the default preset)
     python -m dermscreen.training.backbone.portable pack --config PRESET [--set k=v ...] --out PACK
     # there: train (KERAS_BACKEND=torch where PyTorch is the GPU framework); at most MINUTES of
     # training, as many epochs as fit (measured on the first steps), at most the config's
@@ -14,15 +15,18 @@ prepared run, fit it there, finish it here.
 
 ``fit`` runs ``finetune.train``, the very function ``dermscreen train`` runs, on the packed split;
 the finishing run prepares the same split again from the data (same config, same seed) and
-refuses to resume when any training setting differs. The pack's images are resized to the
+refuses to resume when any training setting differs. The pack's WebP copies are resized to the
 model's input size at most, so training sees them as it would the originals, less WebP's loss,
 which is not negligible: attempt 8 (docs/default_model.md) scored 0.016 lower validation AUC on
-the original images than on its quality-85 copies.
+the original images than on its quality-85 copies. ``--original`` avoids that loss; a pack larger
+than one transfer travels in parts to a machine that stays warm between calls (move part of
+``PACK/images`` to a second folder here, carry each in its own call, move it back there).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -43,28 +47,39 @@ FOLDS_FILE = "folds.csv"
 COLUMNS = ["image_id", "source", "label", "fold", "path"]
 
 
-def pack(config: FinetuneConfig, out: Path, quality: int = 85, log=print) -> Path:
+def pack(config: FinetuneConfig, out: Path, quality: int = 85, original: bool = False,
+         log=print) -> Path:
     """Write the prepared train and validation folds of ``config`` to ``out``: its config, the
-    fold table and each image at most the model's input size, as WebP."""
+    fold table and each image at most the model's input size, as WebP, or, with ``original``,
+    each image file as it is."""
     out = Path(out)
     if out.exists():
         raise click.UsageError(f"{out} exists")
     pool, _, _ = prepare_data(config, log)
     table = pool[COLUMNS].reset_index(drop=True)
     (out / "images").mkdir(parents=True)
-    packed = []
-    for index, row in table.iterrows():
-        name = f"images/{index:05d}_{row['image_id']}.webp"
-        with Image.open(row["path"]) as opened:
-            image = opened.convert("RGB")
-        if max(image.size) > config.size:
-            image = image.resize((config.size, config.size), Image.Resampling.BILINEAR)
-        image.save(out / name, "WEBP", quality=quality, method=6)
-        packed.append(name)
+    packed = [packed_image(row["path"], out, f"images/{index:05d}_{row['image_id']}", config.size,
+                           quality, original) for index, row in table.iterrows()]
     table.assign(path=packed).to_csv(out / FOLDS_FILE, index=False)
     (out / CONFIG_FILE).write_text(yaml.safe_dump(asdict(config), sort_keys=False))
     log(f"packed {len(table)} images into {out}")
     return out
+
+
+def packed_image(source: str, out: Path, name: str, size: int, quality: int, original: bool) -> str:
+    """Write one image into a pack as ``out/name`` plus a suffix: the file itself (``original``)
+    or a WebP copy at most ``size`` px; the name it got."""
+    if original:
+        name += Path(source).suffix
+        shutil.copyfile(source, out / name)
+        return name
+    name += ".webp"
+    with Image.open(source) as opened:
+        image = opened.convert("RGB")
+    if max(image.size) > size:
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    image.save(out / name, "WEBP", quality=quality, method=6)
+    return name
 
 
 def read_pack(folder: Path) -> tuple[FinetuneConfig, pd.DataFrame, pd.DataFrame]:
@@ -122,9 +137,10 @@ def main():
 @click.option("--set", "overrides", multiple=True, help="key=value (YAML) over the preset")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--quality", default=85, show_default=True, help="WebP quality of the copies")
-def pack_command(config_path, overrides, out, quality):
-    """Write the prepared split of a fine-tune preset, with small copies of its images, to OUT."""
-    pack(load_config(config_path, overrides), out, quality)
+@click.option("--original", is_flag=True, help="copy the image files as they are (lossless)")
+def pack_command(config_path, overrides, out, quality, original):
+    """Write the prepared split of a fine-tune preset, with its images, to OUT."""
+    pack(load_config(config_path, overrides), out, quality, original)
 
 
 @main.command("fit")
