@@ -2,7 +2,7 @@
 prepared run, fit it there, finish it here.
 
     # here: prepare the pool and its split, write it with small copies of the images (WebP), or
-    # with the image files themselves (--original: lossless, 112 MB for the default preset)
+    # with the image files themselves (--original: lossless; the presets' pool is 112 MiB of JPEG)
     python -m dermscreen.training.backbone.portable pack --config PRESET [--set k=v ...] --out PACK
     # there: train (KERAS_BACKEND=torch where PyTorch is the GPU framework); at most MINUTES of
     # training, as many epochs as fit (measured on the first steps), at most the config's
