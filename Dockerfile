@@ -14,15 +14,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     DERMSCREEN_HOME=/var/lib/dermscreen
 
-# TCMalloc in place of glibc's malloc: TensorFlow on CPU otherwise maps and unmaps its large
-# tensors at every step (a third of the CPU went to the kernel; a fine-tuning epoch took 290 s
-# against 200 s with it, docs/default_model.md).
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libtcmalloc-minimal4 \
-    && rm -rf /var/lib/apt/lists/* \
-    && ln -s "$(find /usr/lib -name libtcmalloc_minimal.so.4 | head -n 1)" /usr/local/lib/libtcmalloc_minimal.so.4
-ENV LD_PRELOAD=/usr/local/lib/libtcmalloc_minimal.so.4
-
 RUN useradd --create-home --uid 10001 dermscreen \
     && mkdir -p /var/lib/dermscreen/store \
     && chown -R dermscreen /var/lib/dermscreen
