@@ -409,10 +409,15 @@ def train(config: FinetuneConfig, folder: Path, train_table: pd.DataFrame, val_t
                callbacks)
 
 
+def state_file(folder: Path) -> Path:
+    """Where the run in ``folder`` keeps its checkpoint state (config, epoch, history)."""
+    return Path(folder) / "checkpoints" / "state.json"
+
+
 def saved_state(config: FinetuneConfig, folder: Path) -> dict | None:
     """The checkpoint state (config, epoch, history) of the run in ``folder``, None if it has
     none; a usage error if its training settings differ from ``config``'s."""
-    path = folder / "checkpoints" / "state.json"
+    path = state_file(folder)
     if not path.exists():
         return None
     state = json.loads(path.read_text())
@@ -437,7 +442,7 @@ def fit(config: FinetuneConfig, folder: Path, batches, plain, val_rows, val_y, v
     with the best epoch's weights, and the history."""
     checkpoints = folder / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    state_path = checkpoints / "state.json"
+    state_path = state_file(folder)
     if state:
         model = keras.saving.load_model(checkpoints / "last.keras")
         history, initial_epoch = state["history"], state["epoch"]

@@ -39,7 +39,7 @@ import yaml
 from PIL import Image
 
 from dermscreen.training.backbone.finetune import (
-    FinetuneConfig, config_from, load_config, prepare_data, train,
+    FinetuneConfig, config_from, load_config, prepare_data, state_file, train,
 )
 
 CONFIG_FILE = "config.yaml"
@@ -154,7 +154,7 @@ def fit_command(folder, run, minutes, probe_steps, resume):
     """Train a packed run (FOLDER) into RUN; RUN/checkpoints then finish it where the data is."""
     config, train_table, val_table = read_pack(folder)
     if resume:
-        state = json.loads((run / "checkpoints" / "state.json").read_text())
+        state = json.loads(state_file(run).read_text())
         config = replace(config, epochs=state["config"]["epochs"])
     elif minutes is not None:
         seconds = time_one_epoch(config, train_table, val_table, run / "probe", probe_steps)
