@@ -16,7 +16,7 @@ from PIL import Image
 
 from dermscreen.training.backbone.efficientnet_lite import efficientnet_lite0
 from dermscreen.training.backbone.finetune import (
-    AugmentedBatches, FinetuneConfig, load_images, prepare_data, train,
+    AugmentedBatches, FinetuneConfig, epoch_weights, kept_epochs, layers_of, load_images, prepare_data, train,
 )
 from dermscreen.training.backbone.portable import epochs_within, main, pack, read_pack
 
@@ -55,16 +55,33 @@ def test_augmented_batches_draw_a_new_view_each_epoch_and_the_same_view_again(co
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, second))
 
 
-def test_training_on_cached_features_keeps_the_best_epochs_layer_weights(tmp_path, config):
-    cached = replace(config, cut=3, views=2)
+def test_the_kept_epochs_are_the_window_with_the_best_mean():
+    history = [{"epoch": e, "auc": a} for e, a in enumerate([0.5, 0.9, 0.5, 0.8, 0.8, 0.7], 1)]
+    assert kept_epochs(history, "auc", 1) == [2]  # the lone peak
+    assert kept_epochs(history, "auc", 2) == [4, 5]  # mean 0.80 against 0.70 for [1, 2] and [2, 3]
+    assert kept_epochs(history, "auc", 3) == [4, 5, 6]  # 0.767 against 0.733 for [2, 3, 4]
+    assert kept_epochs(history[:2], "auc", 5) == [1, 2]  # a window longer than the run: all of it
+
+
+def test_training_on_cached_features_keeps_the_mean_of_the_best_epochs_layer_weights(tmp_path, config):
+    cached = replace(config, cut=3, views=2, average_epochs=2)
     pool, _, _ = prepare_data(cached, log=lambda _: None)
     tables = [pool[pool["fold"] == fold].reset_index(drop=True) for fold in ("train", "val")]
     model, history = train(cached, tmp_path / "run", *tables, resume=False, log=lambda _: None)
     assert [row["epoch"] for row in history] == [1, 2]
     assert {"val_auc", "val_auc_within", "val_loss"} <= set(history[0])
     checkpoints = tmp_path / "run" / "checkpoints"
-    # The best epoch's file holds the layers alone; the last checkpoint also the optimizer's state.
+    # The kept file holds the layers alone; the last checkpoint also the optimizer's state.
     assert (checkpoints / "best.weights.h5").stat().st_size < (checkpoints / "last.keras").stat().st_size / 2
+    epochs = []
+    for epoch in (1, 2):
+        layers_of(model).load_weights(epoch_weights(tmp_path / "run", epoch))
+        epochs.append(model.get_layer("logits").get_weights()[0])
+    apart = np.abs(epochs[0] - epochs[1]).max()
+    assert apart > 0  # the epochs differ
+    layers_of(model).load_weights(checkpoints / "best.weights.h5")
+    kept = model.get_layer("logits").get_weights()[0]
+    assert np.abs(kept - (epochs[0] + epochs[1]) / 2).max() < apart / 10  # their mean, not either
     assert model.input.shape[1:] == (SIZE // 4, SIZE // 4, 24)  # the map entering block 3
     resumed, again = train(cached, tmp_path / "run", *tables, resume=True, log=lambda _: None)
     assert again == history  # all epochs done: nothing trained again

@@ -196,7 +196,7 @@ def model_card(metadata: dict) -> str:
         key = f"{member['name']} {member['version']}"
         balance = config.get("balance", "source-then-class" if config.get("source_balance") else "class")
         lines.append(f"| {key}: {member['changelog'][-1]} | {config['cut']}-{len(BLOCKS) - 1} |"
-                     f" {config['epochs']} ({config['best_epoch']}) | {balance} |"
+                     f" {config['epochs']} ({finetune.kept_epochs_text(config)}) | {balance} |"
                      f" {aucs[key]['all']:.3f} / {aucs[key]['within_collection_mean']:.3f} |")
     lines.append(f"| ensemble | | | | {aucs['ensemble']['all']:.3f} /"
                  f" {aucs['ensemble']['within_collection_mean']:.3f} |")

@@ -9,7 +9,8 @@ from it every image grouped with a test image, split it by group into train and 
 cache the frozen bottom's feature maps (``features.py``: several augmented views of training
 images, the plain view of the others); train blocks ``cut``.. and a new classifier with sample
 weights that balance sources and classes, keeping the epoch with the best validation melanoma
-AUC (overall, or the mean within each image collection: ``select_by``). With ``cut: 0`` nothing
+AUC (overall, or the mean within each image collection: ``select_by``), or the mean weights of
+the ``average_epochs`` consecutive epochs with the best mean of it. With ``cut: 0`` nothing
 is frozen or cached: every block trains on the images, each epoch on a fresh Augmentor view of
 every training image (a GPU's design; ``portable.py`` runs it on a machine without the data).
 Then assemble the full image
@@ -19,8 +20,9 @@ biases, alert threshold) on the validation images through the bundle itself
 ``recalibrate`` (``dermscreen calibrate``) does the last two steps again for an existing bundle.
 
 The run folder (``$DERMSCREEN_HOME/runs/<name>`` unless ``output`` is set) holds
-``config.yaml``, ``folds.csv``, ``checkpoints/`` (``last.keras``, ``best.weights.h5``,
-``state.json``), ``history.csv``, ``training_curves.png``, ``metrics.json`` and ``bundle/``.
+``config.yaml``, ``folds.csv``, ``checkpoints/`` (``last.keras``, every epoch's layer weights
+``epoch-NNN.weights.h5``, the kept weights ``best.weights.h5``, ``state.json``), ``history.csv``,
+``training_curves.png``, ``metrics.json`` and ``bundle/``.
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ class FinetuneConfig:
     # The kept epoch has the best validation melanoma AUC overall ("val_auc") or the best mean of
     # the AUCs within each image collection ("val_auc_within", blind to the collection cue).
     select_by: str = "val_auc"
+    # The shipped weights are the mean of those of the ``average_epochs`` consecutive epochs with
+    # the best mean ``select_by`` (1: the best epoch alone); a window is steadier than one peak.
+    average_epochs: int = 1
     output: str = ""
 
     @property
@@ -460,8 +465,7 @@ def fit(config: FinetuneConfig, folder: Path, batches, plain, val_rows, val_y, v
                    **validation_row(logits, val_y, val_sources, val_collections)}
             history.append(row)
             log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-            if row[config.select_by] > max((r[config.select_by] for r in history[:-1]), default=-1):
-                layers_of(self.model).save_weights(checkpoints / "best.weights.h5")
+            layers_of(self.model).save_weights(epoch_weights(folder, epoch + 1))
             self.model.save(checkpoints / "last.keras")
             state_path.write_text(json.dumps({"config": asdict(config), "epoch": epoch + 1,
                                               "history": history}, indent=1))
@@ -471,8 +475,49 @@ def fit(config: FinetuneConfig, folder: Path, batches, plain, val_rows, val_y, v
 
     model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, verbose=2,
               callbacks=[Track(), *callbacks])
-    layers_of(model).load_weights(checkpoints / "best.weights.h5")
+    kept = kept_epochs(history, config.select_by, config.average_epochs)
+    log(f"kept: the mean weights of epochs {kept}" if len(kept) > 1 else f"kept: epoch {kept[0]}")
+    layers_of(model).set_weights(mean_weights(model, [epoch_weights(folder, e) for e in kept]))
+    layers_of(model).save_weights(checkpoints / "best.weights.h5")
     return model, history
+
+
+# What a finished run adds to its config in the bundle's ``training`` metadata (bundles before
+# 1.5.0 hold ``best_epoch``, later ones ``kept_epochs``).
+RESULT_KEYS = {"best_epoch", "kept_epochs"}
+
+
+def kept_epochs_text(training: dict) -> str:
+    """The kept epochs of a bundle's ``training`` metadata: "17", or "15-19 (weights averaged)"."""
+    kept = training.get("kept_epochs") or [training["best_epoch"]]
+    return str(kept[0]) if len(kept) == 1 else f"{kept[0]}-{kept[-1]} (weights averaged)"
+
+
+def epoch_weights(folder: Path, epoch: int) -> Path:
+    """The layer weights saved after ``epoch`` (the optimizer's state is in ``last.keras``)."""
+    return Path(folder) / "checkpoints" / f"epoch-{epoch:03d}.weights.h5"
+
+
+def kept_epochs(history: list[dict], key: str, window: int) -> list[int]:
+    """The ``window`` consecutive epochs of ``history`` with the best mean ``key`` (the first
+    such window on ties; the best epoch alone for a window of 1)."""
+    scores = np.array([row[key] for row in history])
+    window = min(window, len(scores))
+    means = np.convolve(scores, np.ones(window) / window, mode="valid")
+    start = int(np.argmax(means))
+    return [int(row["epoch"]) for row in history[start:start + window]]
+
+
+def mean_weights(model, paths) -> list[np.ndarray]:
+    """The element-wise mean of the layer weights saved in ``paths`` (files of ``model``'s
+    layers), in ``model``'s order."""
+    layers = layers_of(model)
+    total = None
+    for path in paths:
+        layers.load_weights(path)
+        weights = layers.get_weights()
+        total = weights if total is None else [t + w for t, w in zip(total, weights)]
+    return [t / len(paths) for t in total]
 
 
 def compiled_top_model(config: FinetuneConfig, input_shape, steps: int):
@@ -532,7 +577,7 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
                           "ids_sha256": ids_digest(set(given["image_id"])),
                           "ids_note": "every image id of the training pool as read, before cleaning"},
         "training": {**asdict(config),
-                     "best_epoch": int(max(history, key=lambda r: r[config.select_by])["epoch"])},
+                     "kept_epochs": kept_epochs(history, config.select_by, config.average_epochs)},
     }
     save_bundle(bundle, shipped, metadata, onnx_bytes=export_onnx(shipped))
     (bundle / TRAINING_IDS_FILE).write_text("\n".join(sorted(set(given["image_id"]))) + "\n")
@@ -570,7 +615,7 @@ def recalibrate(model: Path, out: Path, version: str, changelog: str, log=print)
         raise click.UsageError(f"{model} was not made by the efficientnet-finetune trainer")
     if out.exists():
         raise click.UsageError(f"{out} exists")
-    config = config_from(FinetuneConfig, {k: v for k, v in training.items() if k != "best_epoch"})
+    config = config_from(FinetuneConfig, {k: v for k, v in training.items() if k not in RESULT_KEYS})
     pool, tests, _ = prepare_data(config, log)
     shutil.copytree(model, out)
     metadata.update(version=version, changelog=[*metadata["changelog"], changelog])
@@ -631,7 +676,7 @@ def model_card(metadata: dict) -> str:
         f" {data['folds']['val']['by_source']}.",
         f"- {augmentation(config)}; sample weights `{config['balance']}` (classes balanced, capped), label smoothing"
         f" {config['label_smoothing']}; {config['epochs']} epochs, best epoch by"
-        f" {SELECTION_NAMES[config.get('select_by', 'val_auc')]}: {config['best_epoch']}.",
+        f" {SELECTION_NAMES[config.get('select_by', 'val_auc')]}: {kept_epochs_text(config)}.",
         f"- {data['ids_count']} image ids of the pool (`{data['ids_file']}`), sha256 {data['ids_sha256']};"
         " the pHashes of the images used (`training_phashes.txt`) let `dermscreen evaluate` drop"
         " near-duplicates of them.",
