@@ -127,6 +127,8 @@ def evaluate(model_path, dataset, split, as_json, report_dir, record_as):
                f"{result['dropped_near_duplicates']} as near-duplicates), {result['melanomas']} melanomas")
     for key in ("accuracy", "balanced_accuracy", "melanoma_auc", "threshold", "sensitivity",
                 "specificity", "missed_melanomas", "ece"):
-        click.echo(f"  {key:18s} {result[key]}")
+        interval = result["ci95"].get(key)
+        click.echo(f"  {key:18s} {result[key]}" + (f"  (95% interval {interval[0]:.3f}-{interval[1]:.3f})"
+                                                  if interval else ""))
     if report_dir:
         click.echo(f"  report             {result['report']}")

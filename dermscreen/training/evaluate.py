@@ -91,7 +91,7 @@ def record_metrics(bundle: Bundle, name: str, result: dict) -> None:
     """Store ``result``'s metrics in the bundle's metadata under ``name`` (with the data they
     were measured on and what was dropped) and rewrite the model card."""
     keep = ("n", "melanomas", "accuracy", "balanced_accuracy", "melanoma_auc", "threshold",
-            "sensitivity", "specificity", "flagged", "missed_melanomas", "ece", "melanoma_ece")
+            "sensitivity", "specificity", "flagged", "missed_melanomas", "ece", "melanoma_ece", "ci95")
     dropped = (f"; dropped {result['dropped_training_ids']} training ids and "
                f"{result['dropped_near_duplicates']} near-duplicates of training images")
     metadata = json.loads((bundle.path / METADATA_FILE).read_text())

@@ -48,16 +48,25 @@ def plot_training_curves(history: dict, path: Path, title: str = "") -> Path:
     return Path(path)
 
 
-def plot_roc(positive: np.ndarray, scores: np.ndarray, threshold: float, path: Path) -> Path:
+def plot_roc(positive: np.ndarray, scores: np.ndarray, threshold: float, path: Path,
+             intervals: dict) -> Path:
+    """The melanoma ROC with the alert threshold's point; ``intervals`` (``metrics.ci95``) draw
+    that point's 95% intervals as error bars and give the AUC's in the title."""
     figure, axis = plt.subplots(figsize=(5, 5))
     RocCurveDisplay.from_predictions(positive, scores, name="melanoma", ax=axis)
     flagged = scores >= threshold
-    sensitivity = flagged[positive].mean() if positive.any() else np.nan
-    specificity = (~flagged[~positive]).mean() if (~positive).any() else np.nan
-    axis.plot([1 - specificity], [sensitivity], "ro", label=f"alert threshold {threshold:.3f}")
+    sensitivity = flagged[positive].mean()
+    specificity = (~flagged[~positive]).mean()
+    sens_low, sens_high = intervals["sensitivity"]
+    spec_low, spec_high = intervals["specificity"]
+    axis.errorbar([1 - specificity], [sensitivity], fmt="ro",
+                  xerr=[[spec_high - specificity], [specificity - spec_low]],
+                  yerr=[[sensitivity - sens_low], [sens_high - sensitivity]],
+                  label=f"alert threshold {threshold:.3f} (95% intervals)")
     axis.plot([0, 1], [0, 1], ":", color="grey")
     axis.legend(loc="lower right")
-    axis.set_title("Melanoma ROC")
+    auc_low, auc_high = intervals["melanoma_auc"]
+    axis.set_title(f"Melanoma ROC (AUC 95% interval {auc_low:.3f}-{auc_high:.3f})")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
@@ -126,7 +135,8 @@ def write_report(folder: str | Path, result: dict, predictions: pd.DataFrame, bu
     scores = predictions["melanoma"].to_numpy()
     figures = {}
     if 0 < positive.sum() < len(positive):
-        figures["ROC"] = plot_roc(positive, scores, bundle.threshold, folder / "roc.png")
+        figures["ROC"] = plot_roc(positive, scores, bundle.threshold, folder / "roc.png",
+                                  result["ci95"])
         figures["Thresholds"] = plot_thresholds(positive, scores, bundle.threshold,
                                                 folder / "thresholds.png")
         figures["Calibration"] = plot_reliability(positive, scores, folder / "calibration.png")
@@ -143,11 +153,12 @@ def write_report(folder: str | Path, result: dict, predictions: pd.DataFrame, bu
              f"Data: `{result['data']}`. Images the model was trained or tuned on were dropped: "
              f"{result['dropped_training_ids']} by image id, {result['dropped_near_duplicates']} as "
              f"near-duplicates of training images.", "",
-             "| metric | value |", "| --- | --- |"]
+             "| metric | value | 95% interval |", "| --- | --- | --- |"]
     for key in ("n", "melanomas", "accuracy", "balanced_accuracy", "melanoma_auc", "threshold",
                 "sensitivity", "specificity", "flagged", "missed_melanomas", "ece", "melanoma_ece"):
-        value = result[key]
-        lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |")
+        value, interval = result[key], result["ci95"].get(key)
+        shown = f"{value:.4f}" if isinstance(value, float) else f"{value}"
+        lines.append(f"| {key} | {shown} | {f'{interval[0]:.3f}-{interval[1]:.3f}' if interval else ''} |")
     lines.append("")
     for title, path in figures.items():
         lines += [f"## {title}", "", f"![{title}]({path.name})", ""]

@@ -1,12 +1,16 @@
 import numpy as np
 import pytest
+from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
 
 from dermscreen.bundle import softmax
 from dermscreen.training.calibration import (
     cross_fitted_ece, fit_temperature, fit_temperature_and_bias, threshold_for_sensitivity,
     threshold_within_every_group,
 )
-from dermscreen.training.metrics import calibration_error, screening_metrics
+from dermscreen.training.metrics import (
+    _auc, calibration_error, confidence_intervals, screening_metrics,
+)
 
 CLASSES = ["nevus", "melanoma"]
 
@@ -30,6 +34,39 @@ def test_screening_metrics_on_known_inputs():
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 3 / 4) / 2)
     assert m["n"] == 7 and m["melanomas"] == 3
     assert m["confusion_matrix"] == [[3, 1], [1, 2]]
+
+
+def test_the_ranked_auc_is_scikit_learns_with_ties_counting_half():
+    rng = np.random.default_rng(0)
+    melanomas, others = rng.integers(0, 5, 40) / 4, rng.integers(0, 4, 90) / 4  # many ties
+    expected = roc_auc_score(np.r_[np.ones(40), np.zeros(90)], np.r_[melanomas, others])
+    assert _auc(melanomas, others) == pytest.approx(expected)
+    batched = _auc(np.stack([melanomas, melanomas[::-1]]), np.stack([others, others]))
+    np.testing.assert_allclose(batched, [expected, expected])  # the AUC of every row
+
+
+def test_intervals_of_sensitivity_and_specificity_are_wilsons():
+    # 8 of 10 melanomas flagged, 45 of 50 others not: Wilson 95% intervals from the literature
+    intervals = confidence_intervals(np.r_[np.ones(8), np.zeros(2)], np.r_[np.zeros(45), np.ones(5)],
+                                     threshold=0.5)
+    np.testing.assert_allclose(intervals["sensitivity"], [0.4902, 0.9433], atol=5e-4)
+    np.testing.assert_allclose(intervals["specificity"], [0.7864, 0.9565], atol=5e-4)
+    assert confidence_intervals(np.array([]), np.ones(3), 0.5)["melanoma_auc"] is None
+
+
+def test_auc_intervals_cover_the_true_auc_about_95_percent_of_the_time():
+    # scores N(1, 1) against N(0, 1): the true AUC is Phi(1 / sqrt 2) = 0.760
+    rng = np.random.default_rng(1)
+    true_auc = norm.cdf(1 / np.sqrt(2))
+    covered, widths = 0, []
+    for seed in range(60):
+        melanomas, others = rng.normal(1, 1, 40), rng.normal(0, 1, 80)
+        low, high = confidence_intervals(melanomas, others, 0.5, seed=seed)["melanoma_auc"]
+        assert low < _auc(melanomas, others) < high
+        covered += low <= true_auc <= high
+        widths.append(high - low)
+    assert covered >= 51  # 57 expected; 51 of 60 is below 95% coverage by 2.5 standard errors
+    assert 0.10 < np.mean(widths) < 0.25  # about 4 standard errors of an AUC on 40 and 80 images
 
 
 def test_calibration_error_of_known_bins():

@@ -70,7 +70,12 @@ def test_train_then_evaluate(folder_dataset, csv_dataset, tmp_path):
     assert result["n"] == 4 and result["melanomas"] == 2
     for key in ("melanoma_auc", "sensitivity", "specificity", "balanced_accuracy", "ece"):
         assert key in result
+    for key in ("sensitivity", "specificity"):  # 2 images each: intervals of Wilson's width
+        low, high = result["ci95"][key]
+        assert low <= result[key] <= high and high - low > 0.5
     report = (tmp_path / "rep" / "report.md").read_text()
+    low, high = result["ci95"]["sensitivity"]
+    assert f"| sensitivity | {result['sensitivity']:.4f} | {low:.3f}-{high:.3f} |" in report
     for figure in ("roc.png", "thresholds.png", "calibration.png", "confusion_matrix.png",
                    "training_curves.png"):
         assert figure in report and (tmp_path / "rep" / figure).exists()

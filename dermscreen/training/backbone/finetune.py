@@ -702,15 +702,17 @@ def augmentation(config: dict) -> str:
 def metrics_table(metrics: dict) -> list[str]:
     """Model card lines: the metrics of every data set, at the shipped threshold."""
     lines = [
-        "## Metrics (threshold as shipped)", "",
+        "## Metrics (threshold as shipped; 95% intervals in parentheses where measured)", "",
         "| data | n | melanomas | accuracy | balanced acc. | melanoma AUC | sensitivity | specificity"
         " | ECE before -> after calibration |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in metrics.values():
+        ci = m.get("ci95", {})
         lines.append(f"| {m['data']} | {m['n']} | {m['melanomas']} | {m['accuracy']:.3f} |"
-                     f" {m['balanced_accuracy']:.3f} | {fmt(m['melanoma_auc'])} | {fmt(m['sensitivity'])}"
-                     f" | {fmt(m['specificity'])} | {fmt(m.get('ece_uncalibrated'))} -> {m['ece']:.3f} |")
+                     f" {m['balanced_accuracy']:.3f} | {fmt(m['melanoma_auc'], ci.get('melanoma_auc'))} |"
+                     f" {fmt(m['sensitivity'], ci.get('sensitivity'))} | {fmt(m['specificity'], ci.get('specificity'))}"
+                     f" | {fmt(m.get('ece_uncalibrated'))} -> {m['ece']:.3f} |")
     return lines
 
 
