@@ -73,19 +73,24 @@ def confidence_intervals(melanoma_scores: np.ndarray, other_scores: np.ndarray, 
     resampled apart so that each resample keeps both), and of sensitivity and specificity at
     ``threshold`` (Wilson score intervals); None where a group is empty. Images count as
     independent: where one lesion has several images, the true intervals are wider."""
-    out = {"melanoma_auc": None, "sensitivity": None, "specificity": None}
+    out = {"melanoma_auc": None}
     if len(melanoma_scores) and len(other_scores):
         result = bootstrap((melanoma_scores, other_scores), _auc, confidence_level=CONFIDENCE,
                            n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
                            rng=np.random.default_rng(seed))
         out["melanoma_auc"] = [float(result.confidence_interval.low),
                                float(result.confidence_interval.high)]
-    for key, hits, group in (("sensitivity", melanoma_scores >= threshold, melanoma_scores),
-                             ("specificity", other_scores < threshold, other_scores)):
-        if len(group):
-            interval = binomtest(int(hits.sum()), len(group)).proportion_ci(CONFIDENCE, "wilson")
-            out[key] = [float(interval.low), float(interval.high)]
+    out["sensitivity"] = proportion_interval(int((melanoma_scores >= threshold).sum()), len(melanoma_scores))
+    out["specificity"] = proportion_interval(int((other_scores < threshold).sum()), len(other_scores))
     return out
+
+
+def proportion_interval(hits: int, n: int) -> list[float] | None:
+    """The 95% Wilson score interval of ``hits`` out of ``n``; None when ``n`` is 0."""
+    if not n:
+        return None
+    interval = binomtest(hits, n).proportion_ci(CONFIDENCE, "wilson")
+    return [float(interval.low), float(interval.high)]
 
 
 def _auc(melanoma_scores: np.ndarray, other_scores: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -27,7 +27,7 @@ from dermscreen.training.calibration import (
     cross_fitted_ece, fit_temperature_and_bias, threshold_within_every_group,
 )
 from dermscreen.training.datasets import CLASSES, acquisition
-from dermscreen.training.metrics import fmt, screening_metrics
+from dermscreen.training.metrics import fmt, proportion_interval, screening_metrics
 from dermscreen.training.splits import grouped_split
 
 MELANOMA_INDEX = CLASSES.index(MELANOMA)
@@ -62,10 +62,14 @@ def collection_operating_points(score: np.ndarray, positive: np.ndarray, collect
     out = {}
     for name in sorted(set(collections)):
         melanomas, others = (collections == name) & positive, (collections == name) & ~positive
+        hits, passes = int((score[melanomas] >= threshold).sum()), int((score[others] < threshold).sum())
+        n_melanomas, n_others = int(melanomas.sum()), int(others.sum())
         out[name] = {
-            "melanomas": int(melanomas.sum()), "others": int(others.sum()),
-            "sensitivity": float(np.mean(score[melanomas] >= threshold)) if melanomas.any() else None,
-            "specificity": float(np.mean(score[others] < threshold)) if others.any() else None}
+            "melanomas": n_melanomas, "others": n_others,
+            "sensitivity": hits / n_melanomas if n_melanomas else None,
+            "specificity": passes / n_others if n_others else None,
+            "ci95": {"sensitivity": proportion_interval(hits, n_melanomas),
+                     "specificity": proportion_interval(passes, n_others)}}
     return out
 
 
@@ -151,6 +155,7 @@ def calibration_lines(metadata: dict, target_sensitivity: float) -> list[str]:
     points = validation.get("by_collection")
     if points:
         lines.append("- At that threshold, validation by image collection: " + "; ".join(
-            f"{name} sensitivity {fmt(p['sensitivity'])}, specificity {fmt(p['specificity'])}"
+            f"{name} sensitivity {fmt(p['sensitivity'], p.get('ci95', {}).get('sensitivity'))},"
+            f" specificity {fmt(p['specificity'], p.get('ci95', {}).get('specificity'))}"
             f" ({p['melanomas']} melanomas, {p['others']} others)" for name, p in points.items()) + ".")
     return lines
