@@ -5,6 +5,7 @@ when called, so ``dermscreen --help`` does not pay for TensorFlow.
     dermscreen audit DATASET --json         # data audit (training)
     dermscreen train --config FILE          # train and export a model bundle
     dermscreen evaluate --data DATASET      # evaluate a bundle
+    dermscreen compare A B --data DATASET   # two bundles' AUCs on the same images, paired
     dermscreen serve | worker | admin ...   # the service
 """
 
@@ -20,6 +21,7 @@ COMMANDS = {
     "train": "dermscreen.training.commands:train",
     "calibrate": "dermscreen.training.commands:calibrate",
     "evaluate": "dermscreen.training.commands:evaluate",
+    "compare": "dermscreen.training.commands:compare",
     "screen": "dermscreen.worker.commands:screen",
     "worker": "dermscreen.worker.commands:worker",
     "serve": "dermscreen.web.commands:serve",

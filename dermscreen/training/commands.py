@@ -132,3 +132,32 @@ def evaluate(model_path, dataset, split, as_json, report_dir, record_as):
                                                   if interval else ""))
     if report_dir:
         click.echo(f"  report             {result['report']}")
+
+
+@click.command()
+@click.argument("models", nargs=2, type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "dataset", required=True, help="Class folder or labels CSV.")
+@click.option("--split", default=None, help="Keep only this split (e.g. test).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def compare(models, dataset, split, as_json):
+    """Compare two bundles' melanoma AUC on the same images (those neither was trained on):
+    the difference and its 95% interval, paired.
+
+    \b
+        dermscreen compare dermscreen/bundles/default RUN/bundle \\
+            --data ../shared/data/extra/labels.csv --split test
+    """
+    from dermscreen.bundle import load_bundle
+    from dermscreen.training.datasets import read_dataset
+    from dermscreen.training.evaluate import compare as run_comparison
+
+    data = f"{dataset}" + (f" [{split}]" if split else "")
+    result = run_comparison(*(load_bundle(path) for path in models), read_dataset(dataset, split), data,
+                            progress=None if as_json else _progress("predicting"))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    (a, b), (auc_a, auc_b), (low, high) = result["models"], result["melanoma_auc"], result["difference_ci95"]
+    click.echo(f"{data}: {result['n']} images, {result['melanomas']} melanomas\n"
+               f"  melanoma AUC {a}: {auc_a:.3f}, {b}: {auc_b:.3f}\n"
+               f"  difference {result['difference']:+.3f} (95% interval {low:+.3f} to {high:+.3f})")

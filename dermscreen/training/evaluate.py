@@ -17,10 +17,10 @@ import json
 import numpy as np
 import pandas as pd
 
-from dermscreen.bundle import CARD_FILE, METADATA_FILE, Bundle
+from dermscreen.bundle import CARD_FILE, MELANOMA, METADATA_FILE, Bundle
 from dermscreen.training.audit import with_hashes
 from dermscreen.training.hashing import NEAR_DUPLICATE_BITS, hamming_pairs
-from dermscreen.training.metrics import screening_metrics
+from dermscreen.training.metrics import auc_difference_interval, ranked_auc, screening_metrics
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
 from dermscreen.training.trainers import card_writer
 
@@ -85,6 +85,26 @@ def evaluate(bundle: Bundle, records: pd.DataFrame, data: str = "", progress=Non
         "classes": bundle.classes,
     }
     return result, predictions
+
+
+def compare(bundle: Bundle, other: Bundle, records: pd.DataFrame, data: str = "",
+            progress=None) -> dict:
+    """The melanoma AUCs of two bundles on the images neither was trained on, their difference
+    and its 95% interval (``auc_difference_interval``: paired, the same images for both)."""
+    kept = drop_seen(drop_seen(records, bundle)[0], other)[0]
+    positive = (kept["label"] == MELANOMA).to_numpy()
+    if not 0 < positive.sum() < len(kept):
+        raise ValueError("comparing AUCs needs melanomas and other images the models were not trained on")
+    scores = [predict_records(model, kept, progress)[MELANOMA].to_numpy() for model in (bundle, other)]
+    aucs = [ranked_auc(score[positive], score[~positive]) for score in scores]
+    return {
+        "data": data, "n": len(kept), "melanomas": int(positive.sum()),
+        "models": [f"{model.metadata.get('name', '')} {model.version}" for model in (bundle, other)],
+        "melanoma_auc": [float(auc) for auc in aucs],
+        "difference": float(aucs[0] - aucs[1]),
+        "difference_ci95": auc_difference_interval(tuple(score[positive] for score in scores),
+                                                   tuple(score[~positive] for score in scores)),
+    }
 
 
 def record_metrics(bundle: Bundle, name: str, result: dict) -> None:

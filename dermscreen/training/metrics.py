@@ -75,7 +75,7 @@ def confidence_intervals(melanoma_scores: np.ndarray, other_scores: np.ndarray, 
     independent: where one lesion has several images, the true intervals are wider."""
     out = {"melanoma_auc": None}
     if len(melanoma_scores) and len(other_scores):
-        result = bootstrap((melanoma_scores, other_scores), _auc, confidence_level=CONFIDENCE,
+        result = bootstrap((melanoma_scores, other_scores), ranked_auc, confidence_level=CONFIDENCE,
                            n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
                            rng=np.random.default_rng(seed))
         out["melanoma_auc"] = [float(result.confidence_interval.low),
@@ -83,6 +83,24 @@ def confidence_intervals(melanoma_scores: np.ndarray, other_scores: np.ndarray, 
     out["sensitivity"] = proportion_interval(int((melanoma_scores >= threshold).sum()), len(melanoma_scores))
     out["specificity"] = proportion_interval(int((other_scores < threshold).sum()), len(other_scores))
     return out
+
+
+def auc_difference_interval(melanoma_scores: tuple[np.ndarray, np.ndarray],
+                            other_scores: tuple[np.ndarray, np.ndarray], seed: int = 0) -> list[float]:
+    """The 95% interval of AUC(model a) - AUC(model b) on the same images (percentile bootstrap:
+    each resample draws melanomas and other images apart and scores both models on it, so that
+    what the images share cancels out). ``melanoma_scores`` and ``other_scores`` hold the two
+    models' scores, a's then b's, in the same image order."""
+    (melanoma_a, melanoma_b), (other_a, other_b) = melanoma_scores, other_scores
+
+    def difference(melanomas, others, axis=-1):  # resampled indices, one row per resample
+        return (ranked_auc(melanoma_a[melanomas], other_a[others])
+                - ranked_auc(melanoma_b[melanomas], other_b[others]))
+
+    result = bootstrap((np.arange(len(melanoma_a)), np.arange(len(other_a))), difference,
+                       confidence_level=CONFIDENCE, n_resamples=BOOTSTRAP_RESAMPLES,
+                       method="percentile", rng=np.random.default_rng(seed))
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 
 def proportion_interval(hits: int, n: int) -> list[float] | None:
@@ -93,7 +111,7 @@ def proportion_interval(hits: int, n: int) -> list[float] | None:
     return [float(interval.low), float(interval.high)]
 
 
-def _auc(melanoma_scores: np.ndarray, other_scores: np.ndarray, axis: int = -1) -> np.ndarray:
+def ranked_auc(melanoma_scores: np.ndarray, other_scores: np.ndarray, axis: int = -1) -> np.ndarray:
     """The AUC of every row (ties count half): the Mann-Whitney statistic over its maximum."""
     both = np.concatenate([melanoma_scores, other_scores], axis=axis)
     ranks = rankdata(both, axis=axis)

@@ -9,7 +9,7 @@ from dermscreen.training.calibration import (
     threshold_within_every_group,
 )
 from dermscreen.training.metrics import (
-    _auc, calibration_error, confidence_intervals, screening_metrics,
+    auc_difference_interval, calibration_error, confidence_intervals, ranked_auc, screening_metrics,
 )
 
 CLASSES = ["nevus", "melanoma"]
@@ -40,8 +40,8 @@ def test_the_ranked_auc_is_scikit_learns_with_ties_counting_half():
     rng = np.random.default_rng(0)
     melanomas, others = rng.integers(0, 5, 40) / 4, rng.integers(0, 4, 90) / 4  # many ties
     expected = roc_auc_score(np.r_[np.ones(40), np.zeros(90)], np.r_[melanomas, others])
-    assert _auc(melanomas, others) == pytest.approx(expected)
-    batched = _auc(np.stack([melanomas, melanomas[::-1]]), np.stack([others, others]))
+    assert ranked_auc(melanomas, others) == pytest.approx(expected)
+    batched = ranked_auc(np.stack([melanomas, melanomas[::-1]]), np.stack([others, others]))
     np.testing.assert_allclose(batched, [expected, expected])  # the AUC of every row
 
 
@@ -62,11 +62,24 @@ def test_auc_intervals_cover_the_true_auc_about_95_percent_of_the_time():
     for seed in range(60):
         melanomas, others = rng.normal(1, 1, 40), rng.normal(0, 1, 80)
         low, high = confidence_intervals(melanomas, others, 0.5, seed=seed)["melanoma_auc"]
-        assert low < _auc(melanomas, others) < high
+        assert low < ranked_auc(melanomas, others) < high
         covered += low <= true_auc <= high
         widths.append(high - low)
     assert covered >= 51  # 57 expected; 51 of 60 is below 95% coverage by 2.5 standard errors
     assert 0.10 < np.mean(widths) < 0.25  # about 4 standard errors of an AUC on 40 and 80 images
+
+
+def test_the_difference_of_two_models_aucs_is_measured_on_the_same_images():
+    rng = np.random.default_rng(2)
+    melanomas, others = rng.normal(1, 1, 60), rng.normal(0, 1, 200)
+    assert auc_difference_interval((melanomas, melanomas), (others, others)) == [0.0, 0.0]
+    # b: a with a little noise of its own; most of the images' difficulty is shared
+    melanomas_b, others_b = melanomas + rng.normal(0, 0.3, 60), others + rng.normal(0, 0.3, 200)
+    low, high = auc_difference_interval((melanomas, melanomas_b), (others, others_b))
+    difference = ranked_auc(melanomas, others) - ranked_auc(melanomas_b, others_b)
+    assert low < difference < high
+    single_low, single_high = confidence_intervals(melanomas, others, 0.5)["melanoma_auc"]
+    assert high - low < (single_high - single_low) / 2  # unpaired it would be wider than either
 
 
 def test_calibration_error_of_known_bins():

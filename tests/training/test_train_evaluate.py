@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from dermscreen.bundle import load_bundle, validate_bundle
-from dermscreen.training.commands import evaluate, train
+from dermscreen.training.commands import compare, evaluate, train
+from tests.factories import make_tiny_bundle
 from tests.training.conftest import recolour, write_image
 
 TINY = ["image_size=32", "epochs=2", "steps_per_epoch=2", "batch_size=4", "reference=",
@@ -81,6 +82,19 @@ def test_train_then_evaluate(folder_dataset, csv_dataset, tmp_path):
         assert figure in report and (tmp_path / "rep" / figure).exists()
     header = (tmp_path / "rep" / "predictions.csv").read_text().splitlines()[0]
     assert header == "image,AK,BCC,DF,MEL,NV,BKL,SK,SCC,VASC"
+
+    # against a model that never saw these images: the same 4 images, each model's own AUC
+    tiny = make_tiny_bundle(tmp_path / "tiny")
+    out = CliRunner().invoke(compare, [str(run / "bundle"), str(tiny), "--data", str(folder_dataset), "--json"])
+    assert out.exit_code == 0, out.output
+    compared = json.loads(out.output)
+    assert compared["n"] == 4 and compared["melanomas"] == 2
+    assert compared["melanoma_auc"][0] == pytest.approx(result["melanoma_auc"])
+    assert compared["difference"] == pytest.approx(compared["melanoma_auc"][0] - compared["melanoma_auc"][1])
+    low, high = compared["difference_ci95"]
+    assert low <= compared["difference"] <= high
+    itself = CliRunner().invoke(compare, [str(tiny), str(tiny), "--data", str(folder_dataset)])
+    assert "difference +0.000 (95% interval +0.000 to +0.000)" in itself.output
 
     csv_out = CliRunner().invoke(evaluate, ["--model", str(run / "bundle"), "--data",
                                             str(csv_dataset), "--split", "test", "--json",
