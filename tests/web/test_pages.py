@@ -343,7 +343,12 @@ def test_admin_manages_hospitals_users_tokens_and_models(sign_in, make_user, ses
         assert not version.active
     assert "stale-threshold" not in admin.get("/admin/hospitals").text
     assert admin.post(f"/admin/models/{version.id}/activate").status_code == 303
-    assert "active</span>" in admin.get("/admin/models").text
+    models_page = admin.get("/admin/models").text
+    assert "active</span>" in models_page
+    # what each version measured, with its intervals; the first bundle recorded nothing
+    assert ("<strong>isic2017_test</strong> (600 images, 117 melanomas): melanoma AUC 0.822 (0.772&ndash;0.866),"
+            " sensitivity 0.744 (0.658&ndash;0.814), specificity 0.766 (0.726&ndash;0.802)") in models_page
+    assert "nothing recorded in the bundle" in models_page
     with sessions() as session:
         assert session.get(ModelVersion, version.id).active
     # St Example's 0.42 was chosen for the first model: the page says it is not in force
@@ -357,9 +362,14 @@ def test_admin_manages_hospitals_users_tokens_and_models(sign_in, make_user, ses
     assert {"create", "update", "issue", "revoke", "register", "activate"} <= set(audit_actions(sessions))
 
 
+SECOND_METRICS = {"isic2017_test": {
+    "n": 600, "melanomas": 117, "melanoma_auc": 0.8223, "sensitivity": 0.7436, "specificity": 0.766,
+    "ci95": {"melanoma_auc": [0.7718, 0.8656], "sensitivity": [0.6576, 0.8141], "specificity": [0.7263, 0.8016]}}}
+
+
 def second_bundle(tmp_path):
-    """The tiny bundle again under another version name."""
+    """The tiny bundle again under another version name, with test metrics recorded."""
     path = make_tiny_bundle(tmp_path / "second")
     metadata = json.loads((path / "metadata.json").read_text())
-    (path / "metadata.json").write_text(json.dumps({**metadata, "version": "test-2"}))
+    (path / "metadata.json").write_text(json.dumps({**metadata, "version": "test-2", "metrics": SECOND_METRICS}))
     return path
