@@ -93,7 +93,7 @@ def auc_difference_interval(melanoma_scores: tuple[np.ndarray, np.ndarray],
     models' scores, a's then b's, in the same image order."""
     (melanoma_a, melanoma_b), (other_a, other_b) = melanoma_scores, other_scores
 
-    def difference(melanomas, others, axis=-1):  # resampled indices, one row per resample
+    def difference(melanomas, others, axis=-1):  # resampled indices, one row each; scipy passes axis
         return (ranked_auc(melanoma_a[melanomas], other_a[others])
                 - ranked_auc(melanoma_b[melanomas], other_b[others]))
 
