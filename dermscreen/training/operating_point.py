@@ -116,6 +116,8 @@ def calibrate_bundle(path, validation: pd.DataFrame, target_sensitivity: float, 
         "ece_cross_fitted": cross_fitted_ece(logits, labels, half),
         "by_collection": collection_operating_points(score, positive, collections, threshold),
         "melanoma_auc_by_views": aucs,
+        # the score that ships: calibration's class biases re-rank images, so its AUCs differ
+        "melanoma_auc_calibrated": collection_aucs(logits / temperature + bias, labels, collections),
     }
     metadata = bundle.metadata
     metadata["output"].update(views=views, temperature=temperature, class_bias=bias.tolist(),
@@ -139,6 +141,7 @@ def calibration_lines(metadata: dict, target_sensitivity: float) -> list[str]:
              for name, aucs in validation.get("melanoma_auc_by_views", {}).items()}
     compared = (f" (validation within-collection melanoma AUC: plain {means['identity']:.4f}, mean of"
                 f" the flips {means['flips']:.4f})" if means else "")
+    shipped = validation.get("melanoma_auc_calibrated")
     lines = [
         f"- Test-time views: {', '.join(views)}; mean logits"
         + (", kept because they scored higher" if len(views) > 1 else "") + compared + ".",
@@ -148,6 +151,10 @@ def calibration_lines(metadata: dict, target_sensitivity: float) -> list[str]:
         f" {validation['ece']:.3f} after"
         + (f" ({validation['ece_cross_fitted']:.3f} cross-fitted between two halves)."
            if "ece_cross_fitted" in validation else "."),
+        *([f"- Validation melanoma AUC of the calibrated score, within each collection: "
+           + ", ".join(f"{name} {auc:.4f}" for name, auc in shipped.items()
+                       if name not in ("all", "within_collection_mean"))
+           + f" (mean {shipped['within_collection_mean']:.4f}; all {shipped['all']:.4f})."] if shipped else []),
         f"- Alert threshold {out['alert_threshold']:.4f} on the calibrated melanoma probability: the"
         f" highest with >= {target_sensitivity:.0%} melanoma sensitivity on validation within every"
         " image collection.",

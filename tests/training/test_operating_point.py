@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from dermscreen.bundle import FORMAT, load_bundle, validate_bundle
 from dermscreen.training.backbone.finetune import FinetuneConfig, prepare_data, recalibrate
@@ -61,6 +62,10 @@ def test_calibrate_bundle_writes_an_operating_point_that_holds_in_every_collecti
     for name in ("ham10000", "isic-archive"):
         mine = melanoma & (collections == name)
         assert (score[mine] >= bundle.threshold).mean() >= 0.9
+        others = ~melanoma & (collections == name)  # the AUC of what ships, recorded as measured
+        assert metrics["melanoma_auc_calibrated"][name] == pytest.approx(
+            roc_auc_score(np.r_[np.ones(mine.sum()), np.zeros(others.sum())], np.r_[score[mine], score[others]]),
+            abs=1e-3)
         point = metrics["by_collection"][name]
         assert point["sensitivity"] >= 0.9
         low, high = point["ci95"]["sensitivity"]  # a handful of melanomas: a wide interval

@@ -675,7 +675,7 @@ def model_card(metadata: dict) -> str:
         f" {config['seed']}) into train {data['folds']['train']['by_source']} and validation"
         f" {data['folds']['val']['by_source']}.",
         f"- {augmentation(config)}; sample weights `{config['balance']}` (classes balanced, capped), label smoothing"
-        f" {config['label_smoothing']}; {config['epochs']} epochs, best epoch by"
+        f" {config['label_smoothing']}; {config['epochs']} epochs, kept by"
         f" {SELECTION_NAMES[config.get('select_by', 'val_auc')]}: {kept_epochs_text(config)}.",
         f"- {data['ids_count']} image ids of the pool (`{data['ids_file']}`), sha256 {data['ids_sha256']};"
         " the pHashes of the images used (`training_phashes.txt`) let `dermscreen evaluate` drop"
