@@ -349,6 +349,7 @@ def test_admin_manages_hospitals_users_tokens_and_models(sign_in, make_user, ses
     assert ("<strong>isic2017_test</strong> (600 images, 117 melanomas): melanoma AUC 0.822 (0.772&ndash;0.866),"
             " sensitivity 0.744 (0.658&ndash;0.814), specificity 0.766 (0.726&ndash;0.802)") in models_page
     assert "nothing recorded in the bundle" in models_page
+    assert "melanoma AUC n/a, sensitivity n/a, specificity 0.900</li>" in models_page
     with sessions() as session:
         assert session.get(ModelVersion, version.id).active
     # St Example's 0.42 was chosen for the first model: the page says it is not in force
@@ -364,7 +365,8 @@ def test_admin_manages_hospitals_users_tokens_and_models(sign_in, make_user, ses
 
 SECOND_METRICS = {"isic2017_test": {
     "n": 600, "melanomas": 117, "melanoma_auc": 0.8223, "sensitivity": 0.7436, "specificity": 0.766,
-    "ci95": {"melanoma_auc": [0.7718, 0.8656], "sensitivity": [0.6576, 0.8141], "specificity": [0.7263, 0.8016]}}}
+    "ci95": {"melanoma_auc": [0.7718, 0.8656], "sensitivity": [0.6576, 0.8141], "specificity": [0.7263, 0.8016]}},
+    "no_melanomas": {"n": 20, "melanomas": 0, "melanoma_auc": None, "specificity": 0.9}}  # no sensitivity
 
 
 def second_bundle(tmp_path):
