@@ -21,6 +21,8 @@ import pandas as pd  # noqa: E402
 from sklearn.calibration import CalibrationDisplay  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, roc_curve  # noqa: E402
 
+from dermscreen.training.metrics import proportion_interval  # noqa: E402
+
 # ISIC challenge column names of the nine classes.
 ISIC_COLUMNS = {
     "actinic keratosis": "AK", "basal cell carcinoma": "BCC", "dermatofibroma": "DF",
@@ -74,16 +76,21 @@ def plot_roc(positive: np.ndarray, scores: np.ndarray, threshold: float, path: P
 
 
 def plot_thresholds(positive: np.ndarray, scores: np.ndarray, threshold: float, path: Path) -> Path:
-    """Melanoma sensitivity and specificity at every threshold (log scale), the shipped one
-    marked: what a hospital's own threshold would cost on this data."""
+    """Melanoma sensitivity and specificity at every threshold (log scale) with their 95%
+    bands (Wilson), the shipped one marked: what a hospital's own threshold would cost on this
+    data, and how sure that is."""
     false_positive, true_positive, thresholds = roc_curve(positive, scores)
     keep = np.isfinite(thresholds) & (thresholds > 0)
     figure, axis = plt.subplots(figsize=(7, 4))
-    axis.step(thresholds[keep], true_positive[keep], where="post", label="sensitivity")
-    axis.step(thresholds[keep], 1 - false_positive[keep], where="post", label="specificity")
+    for name, rate, n in (("sensitivity", true_positive[keep], positive.sum()),
+                          ("specificity", 1 - false_positive[keep], (~positive).sum())):
+        line, = axis.step(thresholds[keep], rate, where="post", label=name)
+        band = np.array([proportion_interval(int(round(r * n)), int(n)) for r in rate])
+        axis.fill_between(thresholds[keep], band[:, 0], band[:, 1], step="post", alpha=0.2,
+                          color=line.get_color(), linewidth=0)
     axis.axvline(threshold, color="red", linestyle="--", label=f"alert threshold {threshold:.4f}")
     axis.set(xscale="log", xlabel="threshold on the melanoma probability", ylabel="rate",
-             ylim=(0, 1.02), title="Sensitivity and specificity by threshold")
+             ylim=(0, 1.02), title="Sensitivity and specificity by threshold (95% bands)")
     axis.grid(alpha=0.3, which="both")
     axis.legend(loc="center left")
     figure.tight_layout()
