@@ -373,8 +373,8 @@ def validation_row(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray,
 
 def train(config: FinetuneConfig, folder: Path, train_table: pd.DataFrame, val_table: pd.DataFrame,
           resume: bool, cache_pool: pd.DataFrame | None = None, log=print, callbacks=()):
-    """Train on ``train_table``, keep the best epoch on ``val_table``; return the model with that
-    epoch's weights, and the history. Blocks before ``config.cut`` run from the feature cache of
+    """Train on ``train_table``, keep the best epoch on ``val_table`` (or the mean weights of the
+    best ``average_epochs``); return the model with the kept weights, and the history. Blocks before ``config.cut`` run from the feature cache of
     ``cache_pool`` (the raw pool by default, so that other cleanings and splits reuse it).
 
     A resumed run that had finished all its epochs (perhaps on another machine) loads no images
@@ -444,7 +444,7 @@ def top_input_shape(config: FinetuneConfig) -> tuple:
 def fit(config: FinetuneConfig, folder: Path, batches, plain, val_rows, val_y, val_w, val_sources,
         val_collections, state: dict | None, log=print, callbacks=()):
     """Train the top model on ``batches`` (from the checkpoint of ``state``, if any); return it
-    with the best epoch's weights, and the history."""
+    with the kept weights (``kept_epochs``, averaged by ``mean_weights``), and the history."""
     checkpoints = folder / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     state_path = state_file(folder)
