@@ -16,7 +16,8 @@ from PIL import Image
 
 from dermscreen.training.backbone.efficientnet_lite import efficientnet_lite0
 from dermscreen.training.backbone.finetune import (
-    AugmentedBatches, FinetuneConfig, epoch_weights, kept_epochs, layers_of, load_images, prepare_data, train,
+    AugmentedBatches, FinetuneConfig, epoch_weights, kept_by, kept_epochs, layers_of, learning_rate_schedule,
+    load_images, prepare_data, train,
 )
 from dermscreen.training.backbone.portable import epochs_within, main, pack, read_pack
 
@@ -61,6 +62,20 @@ def test_the_kept_epochs_are_the_window_with_the_best_mean():
     assert kept_epochs(history, "auc", 2) == [4, 5]  # mean 0.80 against 0.70 for [1, 2] and [2, 3]
     assert kept_epochs(history, "auc", 3) == [4, 5, 6]  # 0.767 against 0.733 for [2, 3, 4]
     assert kept_epochs(history[:2], "auc", 5) == [1, 2]  # a window longer than the run: all of it
+
+
+def test_weight_averaging_keeps_the_last_epochs_at_the_constant_learning_rate():
+    config = FinetuneConfig(epochs=8, swa_epochs=3, learning_rate=3e-4, swa_learning_rate=5e-5)
+    per_epoch = 10
+    rate = learning_rate_schedule(config, 8 * per_epoch)
+    at = [float(rate(step)) for step in range(8 * per_epoch)]
+    assert at[0] == pytest.approx(3e-5)  # warming up from a tenth
+    assert max(at) == pytest.approx(3e-4, rel=0.05)
+    assert all(a > 5e-5 * 1.01 for a in at[per_epoch:5 * per_epoch - 1])  # still decaying
+    assert at[5 * per_epoch:] == pytest.approx([5e-5] * 3 * per_epoch)  # epochs 6-8: constant
+    history = [{"epoch": e, "val_auc": a} for e, a in enumerate([0.5, 0.9, 0.5, 0.8, 0.8, 0.7, 0.6, 0.6], 1)]
+    assert kept_by(config, history) == [6, 7, 8]  # whatever validation says
+    assert kept_by(replace(config, swa_epochs=0, average_epochs=2), history) == [4, 5]
 
 
 def test_training_on_cached_features_keeps_the_mean_of_the_best_epochs_layer_weights(tmp_path, config):

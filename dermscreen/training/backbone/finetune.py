@@ -95,6 +95,11 @@ class FinetuneConfig:
     # The shipped weights are the mean of those of the ``average_epochs`` consecutive epochs with
     # the best mean ``select_by`` (1: the best epoch alone); a window is steadier than one peak.
     average_epochs: int = 1
+    # Stochastic weight averaging: the learning rate decays to ``swa_learning_rate`` by epoch
+    # ``epochs - swa_epochs`` and stays there; the shipped weights are the mean of those last
+    # ``swa_epochs`` epochs, chosen by no validation score (0: off, ``average_epochs`` applies).
+    swa_epochs: int = 0
+    swa_learning_rate: float = 1e-4
     output: str = ""
 
     @property
@@ -475,7 +480,7 @@ def fit(config: FinetuneConfig, folder: Path, batches, plain, val_rows, val_y, v
 
     model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, verbose=2,
               callbacks=[Track(), *callbacks])
-    kept = kept_epochs(history, config.select_by, config.average_epochs)
+    kept = kept_by(config, history)
     log(f"kept: the mean weights of epochs {kept}" if len(kept) > 1 else f"kept: epoch {kept[0]}")
     layers_of(model).set_weights(mean_weights(model, [epoch_weights(folder, e) for e in kept]))
     layers_of(model).save_weights(checkpoints / "best.weights.h5")
@@ -493,6 +498,16 @@ def kept_epochs_text(training: dict) -> str:
     return str(kept[0]) if len(kept) == 1 else f"{kept[0]}-{kept[-1]} (weights averaged)"
 
 
+def kept_text(training: dict) -> str:
+    """Model card words for which epochs' weights ship and how they were chosen."""
+    if training.get("swa_epochs"):
+        kept = training["kept_epochs"]
+        return (f"the mean weights of epochs {kept[0]}-{kept[-1]} at a constant learning rate"
+                f" {training['swa_learning_rate']:g} (stochastic weight averaging, chosen by no"
+                " validation score)")
+    return f"kept by {SELECTION_NAMES[training.get('select_by', 'val_auc')]}: {kept_epochs_text(training)}"
+
+
 def epoch_weights(folder: Path, epoch: int) -> Path:
     """The layer weights saved after ``epoch`` (the optimizer's state is in ``last.keras``)."""
     return Path(folder) / "checkpoints" / f"epoch-{epoch:03d}.weights.h5"
@@ -508,6 +523,14 @@ def kept_epochs(history: list[dict], key: str, window: int) -> list[int]:
     return [int(row["epoch"]) for row in history[start:start + window]]
 
 
+def kept_by(config: FinetuneConfig, history: list[dict]) -> list[int]:
+    """The epochs whose mean weights ship: the last ``swa_epochs``, or the best window by
+    ``select_by`` (``kept_epochs``)."""
+    if config.swa_epochs:
+        return [int(row["epoch"]) for row in history[-config.swa_epochs:]]
+    return kept_epochs(history, config.select_by, config.average_epochs)
+
+
 def mean_weights(model, paths) -> list[np.ndarray]:
     """The element-wise mean of the layer weights saved in ``paths`` (files of ``model``'s
     layers), in ``model``'s order."""
@@ -520,13 +543,25 @@ def mean_weights(model, paths) -> list[np.ndarray]:
     return [t / len(paths) for t in total]
 
 
+def learning_rate_schedule(config: FinetuneConfig, steps: int):
+    """The learning rate over ``steps`` training steps: warmed up over half an epoch from a tenth
+    of ``learning_rate``, then cosine-decayed; with ``swa_epochs`` the decay ends at
+    ``swa_learning_rate`` before the last ``swa_epochs`` epochs, which keep it."""
+    warmup = steps // (2 * config.epochs)
+    if not config.swa_epochs:
+        return keras.optimizers.schedules.CosineDecay(
+            config.learning_rate / 10, steps, warmup_target=config.learning_rate, warmup_steps=warmup)
+    decayed = steps * (config.epochs - config.swa_epochs) // config.epochs - warmup
+    return keras.optimizers.schedules.CosineDecay(
+        config.learning_rate / 10, decayed, alpha=config.swa_learning_rate / config.learning_rate,
+        warmup_target=config.learning_rate, warmup_steps=warmup)
+
+
 def compiled_top_model(config: FinetuneConfig, input_shape, steps: int):
-    """``top_model`` compiled for ``steps`` training steps: AdamW, learning rate warmed up over
-    half an epoch then cosine-decayed, weighted cross-entropy with label smoothing."""
+    """``top_model`` compiled for ``steps`` training steps: AdamW on ``learning_rate_schedule``,
+    weighted cross-entropy with label smoothing."""
     model = top_model(config, input_shape)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate / 10, steps, warmup_target=config.learning_rate,
-        warmup_steps=steps // (2 * config.epochs))
+    schedule = learning_rate_schedule(config, steps)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
                   loss=keras.losses.CategoricalCrossentropy(
                       from_logits=True, label_smoothing=config.label_smoothing),
@@ -547,6 +582,8 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
 
     if config.select_by not in SELECTION_NAMES:
         raise click.UsageError(f"select_by {config.select_by!r} is not one of {sorted(SELECTION_NAMES)}")
+    if not 0 <= config.swa_epochs < config.epochs:
+        raise click.UsageError(f"swa_epochs {config.swa_epochs} must lie in 0..{config.epochs - 1}")
     if not config.weights_path.is_file():
         raise click.UsageError(f"{config.weights_path} missing: convert the backbone first with "
                                "python -m dermscreen.training.backbone.convert")
@@ -577,7 +614,7 @@ def finetune(config: FinetuneConfig, resume: bool = False, log=print) -> Path:
                           "ids_sha256": ids_digest(set(given["image_id"])),
                           "ids_note": "every image id of the training pool as read, before cleaning"},
         "training": {**asdict(config),
-                     "kept_epochs": kept_epochs(history, config.select_by, config.average_epochs)},
+                     "kept_epochs": kept_by(config, history)},
     }
     save_bundle(bundle, shipped, metadata, onnx_bytes=export_onnx(shipped))
     (bundle / TRAINING_IDS_FILE).write_text("\n".join(sorted(set(given["image_id"]))) + "\n")
@@ -675,8 +712,7 @@ def model_card(metadata: dict) -> str:
         f" {config['seed']}) into train {data['folds']['train']['by_source']} and validation"
         f" {data['folds']['val']['by_source']}.",
         f"- {augmentation(config)}; sample weights `{config['balance']}` (classes balanced, capped), label smoothing"
-        f" {config['label_smoothing']}; {config['epochs']} epochs, kept by"
-        f" {SELECTION_NAMES[config.get('select_by', 'val_auc')]}: {kept_epochs_text(config)}.",
+        f" {config['label_smoothing']}; {config['epochs']} epochs, {kept_text(config)}.",
         f"- {data['ids_count']} image ids of the pool (`{data['ids_file']}`), sha256 {data['ids_sha256']};"
         " the pHashes of the images used (`training_phashes.txt`) let `dermscreen evaluate` drop"
         " near-duplicates of them.",
