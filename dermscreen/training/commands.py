@@ -136,28 +136,44 @@ def evaluate(model_path, dataset, split, as_json, report_dir, record_as):
 
 @click.command()
 @click.argument("models", nargs=2, type=click.Path(exists=True, file_okay=False))
-@click.option("--data", "dataset", required=True, help="Class folder or labels CSV.")
+@click.option("--data", "dataset", help="Class folder or labels CSV.")
 @click.option("--split", default=None, help="Keep only this split (e.g. test).")
+@click.option("--validation", "run", type=click.Path(exists=True, file_okay=False),
+              help="Compare on the validation fold of this training run (its folds.csv) instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def compare(models, dataset, split, as_json):
-    """Compare two bundles' melanoma AUC on the same images (those neither was trained on):
-    the difference and its 95% interval, paired.
+def compare(models, dataset, split, run, as_json):
+    """Compare two bundles' melanoma AUC on the same images (those neither was trained on, or a
+    run's validation fold): the difference and its 95% interval, paired, over all images and
+    within each image collection.
 
     \b
         dermscreen compare dermscreen/bundles/default RUN/bundle \\
             --data ../shared/data/extra/labels.csv --split test
+        dermscreen compare dermscreen/bundles/default RUN/bundle --validation RUN
     """
+    import pandas as pd
+
     from dermscreen.bundle import load_bundle
     from dermscreen.training.datasets import read_dataset
     from dermscreen.training.evaluate import compare as run_comparison
 
-    data = f"{dataset}" + (f" [{split}]" if split else "")
-    result = run_comparison(*(load_bundle(path) for path in models), read_dataset(dataset, split), data,
-                            progress=None if as_json else _progress("predicting"))
+    if (dataset is None) == (run is None):
+        raise click.UsageError("give either --data or --validation")
+    if run:
+        folds = pd.read_csv(Path(run) / "folds.csv", dtype=str, keep_default_na=False)
+        records, data = folds[folds["fold"] == "val"].reset_index(drop=True), f"validation fold of {run}"
+    else:
+        records, data = read_dataset(dataset, split), f"{dataset}" + (f" [{split}]" if split else "")
+    result = run_comparison(*(load_bundle(path) for path in models), records, data,
+                            progress=None if as_json else _progress("predicting"), drop_training=not run)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    (a, b), (auc_a, auc_b), (low, high) = result["models"], result["melanoma_auc"], result["difference_ci95"]
-    click.echo(f"{data}: {result['n']} images, {result['melanomas']} melanomas\n"
-               f"  melanoma AUC {a}: {auc_a:.3f}, {b}: {auc_b:.3f}\n"
-               f"  difference {result['difference']:+.3f} (95% interval {low:+.3f} to {high:+.3f})")
+    a, b = result["models"]
+    click.echo(f"{data}: {result['n']} images, {result['melanomas']} melanomas; melanoma AUC {a} - {b}")
+    for name, part in {"all images": result, **result["by_collection"]}.items():
+        (auc_a, auc_b), (low, high) = part["melanoma_auc"], part["difference_ci95"]
+        click.echo(f"  {name} ({part['melanomas']} of {part['n']} melanomas): {auc_a:.4f} - {auc_b:.4f}"
+                   f" = {part['difference']:+.4f} (95% interval {low:+.4f} to {high:+.4f})")
+    if result["within_collection_mean_difference"] is not None:
+        click.echo(f"  mean of the within-collection differences: {result['within_collection_mean_difference']:+.4f}")

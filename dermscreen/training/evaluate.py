@@ -19,6 +19,7 @@ import pandas as pd
 
 from dermscreen.bundle import CARD_FILE, MELANOMA, METADATA_FILE, Bundle
 from dermscreen.training.audit import with_hashes
+from dermscreen.training.datasets import acquisition
 from dermscreen.training.hashing import NEAR_DUPLICATE_BITS, hamming_pairs
 from dermscreen.training.metrics import auc_difference_interval, ranked_auc, screening_metrics
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
@@ -88,18 +89,35 @@ def evaluate(bundle: Bundle, records: pd.DataFrame, data: str = "", progress=Non
 
 
 def compare(bundle: Bundle, other: Bundle, records: pd.DataFrame, data: str = "",
-            progress=None) -> dict:
-    """The melanoma AUCs of two bundles on the images neither was trained on, their difference
-    and its 95% interval (``auc_difference_interval``: paired, the same images for both)."""
-    kept = drop_seen(drop_seen(records, bundle)[0], other)[0]
+            progress=None, drop_training: bool = True) -> dict:
+    """The melanoma AUCs of two bundles on the same images, their difference and its 95%
+    interval (``auc_difference_interval``: paired), over all images and within each image
+    collection (``datasets.acquisition``) that holds both classes. The images are those neither
+    bundle was trained on, or all of ``records`` without ``drop_training`` (a validation fold,
+    which both bundles' training pools list but neither trained on)."""
+    kept = drop_seen(drop_seen(records, bundle)[0], other)[0] if drop_training else records
     positive = (kept["label"] == MELANOMA).to_numpy()
     if not 0 < positive.sum() < len(kept):
         raise ValueError("comparing AUCs needs melanomas and other images the models were not trained on")
     scores = [predict_records(model, kept, progress)[MELANOMA].to_numpy() for model in (bundle, other)]
+    collections = acquisition(kept).to_numpy()
+    by_collection = {name: auc_comparison([score[mine] for score in scores], positive[mine])
+                     for name in sorted(set(collections))
+                     for mine in [collections == name] if 0 < positive[mine].sum() < mine.sum()}
+    return {
+        "data": data, "models": [f"{model.metadata.get('name', '')} {model.version}" for model in (bundle, other)],
+        **auc_comparison(scores, positive), "by_collection": by_collection,
+        "within_collection_mean_difference": float(np.mean([c["difference"] for c in by_collection.values()]))
+        if by_collection else None,
+    }
+
+
+def auc_comparison(scores: list[np.ndarray], positive: np.ndarray) -> dict:
+    """Two models' melanoma AUCs on the same images (``scores``: one array per model), their
+    difference and its paired 95% interval."""
     aucs = [ranked_auc(score[positive], score[~positive]) for score in scores]
     return {
-        "data": data, "n": len(kept), "melanomas": int(positive.sum()),
-        "models": [f"{model.metadata.get('name', '')} {model.version}" for model in (bundle, other)],
+        "n": len(positive), "melanomas": int(positive.sum()),
         "melanoma_auc": [float(auc) for auc in aucs],
         "difference": float(aucs[0] - aucs[1]),
         "difference_ci95": auc_difference_interval(tuple(score[positive] for score in scores),

@@ -4,6 +4,7 @@ import json
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -93,8 +94,20 @@ def test_train_then_evaluate(folder_dataset, csv_dataset, tmp_path):
     assert compared["difference"] == pytest.approx(compared["melanoma_auc"][0] - compared["melanoma_auc"][1])
     low, high = compared["difference_ci95"]
     assert low <= compared["difference"] <= high
+    assert compared["by_collection"].keys() == {"seed9"}  # one collection: the class folder tree
+    assert compared["by_collection"]["seed9"]["difference"] == pytest.approx(compared["difference"])
     itself = CliRunner().invoke(compare, [str(tiny), str(tiny), "--data", str(folder_dataset)])
-    assert "difference +0.000 (95% interval +0.000 to +0.000)" in itself.output
+    assert "all images (9 of 17 melanomas): " in itself.output  # the tiny bundle saw none
+    assert "= +0.0000 (95% interval +0.0000 to +0.0000)" in itself.output
+
+    # on the run's validation fold, which the run's own training ids list but it never trained on
+    folds = pd.read_csv(run / "folds.csv", dtype=str, keep_default_na=False)
+    out = CliRunner().invoke(compare, [str(run / "bundle"), str(tiny), "--validation", str(run), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["n"] == (folds["fold"] == "val").sum()
+    both = CliRunner().invoke(compare, [str(run / "bundle"), str(tiny), "--validation", str(run),
+                                        "--data", str(folder_dataset)])
+    assert both.exit_code == 2 and "give either --data or --validation" in both.output
 
     csv_out = CliRunner().invoke(evaluate, ["--model", str(run / "bundle"), "--data",
                                             str(csv_dataset), "--split", "test", "--json",
