@@ -38,6 +38,15 @@ def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = E
     return float(total / len(confidence))
 
 
+def calibration_errors(probabilities: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """``ece`` of the arg-max class's probability and ``melanoma_ece`` of the melanoma one."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=int)
+    melanoma = classes.index(MELANOMA)
+    return {"ece": calibration_error(probabilities.max(axis=1), probabilities.argmax(axis=1) == labels),
+            "melanoma_ece": calibration_error(probabilities[:, melanoma], labels == melanoma)}
+
+
 def screening_metrics(probabilities: np.ndarray, labels: np.ndarray, classes: list[str],
                       threshold: float) -> dict:
     """Metrics of ``probabilities`` (n x classes) against integer ``labels`` (n)."""
@@ -60,8 +69,7 @@ def screening_metrics(probabilities: np.ndarray, labels: np.ndarray, classes: li
         "specificity": float(recall_score(is_melanoma, flagged, pos_label=False, zero_division=np.nan)),
         "flagged": int(flagged.sum()),
         "missed_melanomas": int((is_melanoma & ~flagged).sum()),
-        "ece": calibration_error(probabilities.max(axis=1), predicted == labels),
-        "melanoma_ece": calibration_error(scores, is_melanoma),
+        **calibration_errors(probabilities, labels, classes),
         "confusion_matrix": confusion_matrix(labels, predicted, labels=range(len(classes))).tolist(),
         "ci95": confidence_intervals(scores[is_melanoma], scores[~is_melanoma], threshold),
     }

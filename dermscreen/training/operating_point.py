@@ -27,7 +27,7 @@ from dermscreen.training.calibration import (
     cross_fitted_ece, fit_temperature_and_bias, threshold_within_every_group,
 )
 from dermscreen.training.datasets import CLASSES, acquisition
-from dermscreen.training.metrics import fmt, proportion_interval, screening_metrics
+from dermscreen.training.metrics import calibration_errors, fmt, proportion_interval, screening_metrics
 from dermscreen.training.splits import grouped_split
 
 MELANOMA_INDEX = CLASSES.index(MELANOMA)
@@ -76,7 +76,7 @@ def collection_operating_points(score: np.ndarray, positive: np.ndarray, collect
 def calibrated_metrics(logits, labels, temperature: float, bias, threshold: float, data: str) -> dict:
     """Screening metrics after calibration, with the calibration error before it."""
     calibrated = screening_metrics(softmax(logits, temperature, bias), labels, CLASSES, threshold)
-    raw = screening_metrics(softmax(logits), labels, CLASSES, threshold)
+    raw = calibration_errors(softmax(logits), labels, CLASSES)
     return {**calibrated, "ece_uncalibrated": raw["ece"],
             "melanoma_ece_uncalibrated": raw["melanoma_ece"], "data": data}
 
