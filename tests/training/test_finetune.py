@@ -17,7 +17,7 @@ from PIL import Image
 from dermscreen.training.backbone.efficientnet_lite import efficientnet_lite0
 from dermscreen.training.backbone.finetune import (
     AugmentedBatches, FinetuneConfig, epoch_weights, kept_by, kept_epochs, layers_of, learning_rate_schedule,
-    load_images, prepare_data, train,
+    load_config, load_images, prepare_data, train,
 )
 from dermscreen.training.backbone.portable import epochs_within, main, pack, read_pack
 
@@ -62,6 +62,12 @@ def test_the_kept_epochs_are_the_window_with_the_best_mean():
     assert kept_epochs(history, "auc", 2) == [4, 5]  # mean 0.80 against 0.70 for [1, 2] and [2, 3]
     assert kept_epochs(history, "auc", 3) == [4, 5, 6]  # 0.767 against 0.733 for [2, 3, 4]
     assert kept_epochs(history[:2], "auc", 5) == [1, 2]  # a window longer than the run: all of it
+
+
+def test_a_rate_set_without_a_dot_is_a_number():
+    config = load_config("dermscreen/training/presets/efficientnet_lite0.yaml",
+                         ["swa_learning_rate=1e-4", "learning_rate=3e-4", "epochs=5"])
+    assert (config.swa_learning_rate, config.learning_rate, config.epochs) == (1e-4, 3e-4, 5)
 
 
 def test_weight_averaging_keeps_the_last_epochs_at_the_constant_learning_rate():

@@ -130,6 +130,8 @@ def config_from(kind, values: dict, overrides=()):
     unknown = set(values) - {f.name for f in fields(kind)}
     if unknown:
         raise click.UsageError(f"unknown config keys: {sorted(unknown)}")
+    for name in {f.name for f in fields(kind) if f.type == "float"} & set(values):
+        values[name] = float(values[name])  # YAML reads 1e-4 (no dot) as a string
     return kind(**values)
 
 
