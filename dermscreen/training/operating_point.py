@@ -9,7 +9,10 @@ the bundle's metadata:
 2. temperature and class biases by validation NLL (``calibration.fit_temperature_and_bias``),
    with the expected calibration error also cross-fitted between two grouped halves;
 3. the highest threshold that keeps ``target_sensitivity`` within every collection
-   (``datasets.acquisition``: HAM10000 crops, ISIC archive frames), not only over the mix.
+   (``datasets.acquisition``: HAM10000 crops, ISIC archive frames), not only over the mix, and
+   within every source inside a collection that holds ``MIN_SOURCE_MELANOMAS`` validation
+   melanomas (``threshold_within_large_sources``): a source is an image pipeline (isic9's 180-px copies and
+   isic2017's 256-px frames are both archive frames), and a hospital's scanner is another.
 
 Within-collection AUCs are the measure that a model's knowledge of which collection an image
 comes from cannot raise (the seed set's melanomas are all archive frames, its other classes
@@ -31,6 +34,8 @@ from dermscreen.training.metrics import calibration_errors, fmt, proportion_inte
 from dermscreen.training.splits import grouped_split
 
 MELANOMA_INDEX = CLASSES.index(MELANOMA)
+# At a 90% target, the fewest melanomas at which the threshold may miss two.
+MIN_SOURCE_MELANOMAS = 20
 CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
 
 
@@ -56,12 +61,29 @@ def collection_aucs(logits: np.ndarray, labels: np.ndarray, collections: np.ndar
     return out
 
 
-def collection_operating_points(score: np.ndarray, positive: np.ndarray, collections: np.ndarray,
-                                threshold: float) -> dict:
-    """Melanoma sensitivity and specificity at ``threshold`` within each image collection."""
+def sources_within_collections(records: pd.DataFrame) -> np.ndarray:
+    """Each record's ``collection/source`` (``ham10000/isic9``: the seed set's HAM10000 images)."""
+    return (acquisition(records) + "/" + records["source"]).to_numpy()
+
+
+def threshold_within_large_sources(score: np.ndarray, positive: np.ndarray, sources: np.ndarray,
+                                   target: float) -> float:
+    """The highest threshold with ``target`` sensitivity within every source that holds at least
+    ``MIN_SOURCE_MELANOMAS`` melanomas; 1.0 (no bound) when none does."""
+    counts = pd.Series(sources[positive]).value_counts()
+    large = np.isin(sources, counts.index[counts >= MIN_SOURCE_MELANOMAS])
+    if not large.any():
+        return 1.0
+    return threshold_within_every_group(score[large], positive[large], sources[large], target)
+
+
+def group_operating_points(score: np.ndarray, positive: np.ndarray, groups: np.ndarray,
+                           threshold: float) -> dict:
+    """Melanoma sensitivity and specificity at ``threshold`` within each group (image collection
+    or source)."""
     out = {}
-    for name in sorted(set(collections)):
-        melanomas, others = (collections == name) & positive, (collections == name) & ~positive
+    for name in sorted(set(groups)):
+        melanomas, others = (groups == name) & positive, (groups == name) & ~positive
         hits, passes = int((score[melanomas] >= threshold).sum()), int((score[others] < threshold).sum())
         n_melanomas, n_others = int(melanomas.sum()), int(others.sum())
         out[name] = {
@@ -108,13 +130,20 @@ def calibrate_bundle(path, validation: pd.DataFrame, target_sensitivity: float, 
     temperature, bias = fit_temperature_and_bias(logits, labels)
     score = softmax(logits, temperature, bias)[:, MELANOMA_INDEX]
     positive = labels == MELANOMA_INDEX
-    threshold = threshold_within_every_group(score, positive, collections, target_sensitivity)
+    sources = sources_within_collections(validation)
+    by_collections_alone = threshold_within_every_group(score, positive, collections, target_sensitivity)
+    threshold = min(by_collections_alone,
+                    threshold_within_large_sources(score, positive, sources, target_sensitivity))
     half = grouped_split(validation, validation["group"], 0.5, seed=0) == "val"
     metrics = {
         **calibrated_metrics(logits, labels, temperature, bias, threshold,
                              f"validation fold: {validation['source'].value_counts().to_dict()}"),
         "ece_cross_fitted": cross_fitted_ece(logits, labels, half),
-        "by_collection": collection_operating_points(score, positive, collections, threshold),
+        "by_collection": group_operating_points(score, positive, collections, threshold),
+        "by_source": group_operating_points(score, positive, sources, threshold),
+        # the threshold that the collections alone would give, for hospitals that prefer it
+        "collections_alone": {"threshold": by_collections_alone, **group_operating_points(
+            score, positive, np.full(len(score), "all"), by_collections_alone)["all"]},
         "melanoma_auc_by_views": aucs,
         # the score that ships: calibration's class biases re-rank images, so its AUCs differ
         "melanoma_auc_calibrated": collection_aucs(logits / temperature + bias, labels, collections),
@@ -129,7 +158,8 @@ def calibrate_bundle(path, validation: pd.DataFrame, target_sensitivity: float, 
         f" flips {means['flips']:.4f});"
         f" temperature {temperature:.3f}, class biases {np.round(bias, 3).tolist()}; threshold"
         f" {threshold:.4f}; ECE {metrics['ece_uncalibrated']:.4f} -> {metrics['ece']:.4f}"
-        f" (cross-fitted {metrics['ece_cross_fitted']:.4f}); by collection {metrics['by_collection']}")
+        f" (cross-fitted {metrics['ece_cross_fitted']:.4f}; collections alone {by_collections_alone:.4f});"
+        f" by collection {metrics['by_collection']}; by source {metrics['by_source']}")
     return metrics
 
 
@@ -157,12 +187,19 @@ def calibration_lines(metadata: dict, target_sensitivity: float) -> list[str]:
            + f" (mean {shipped['within_collection_mean']:.4f}; all {shipped['all']:.4f})."] if shipped else []),
         f"- Alert threshold {out['alert_threshold']:.4f} on the calibrated melanoma probability: the"
         f" highest with >= {target_sensitivity:.0%} melanoma sensitivity on validation within every"
-        " image collection.",
+        " image collection" + (f" and every source within one that holds at least {MIN_SOURCE_MELANOMAS}"
+                               " validation melanomas (an image pipeline each)." if "by_source" in validation else "."),
     ]
-    points = validation.get("by_collection")
-    if points:
-        lines.append("- At that threshold, validation by image collection: " + "; ".join(
-            f"{name} sensitivity {fmt(p['sensitivity'], p.get('ci95', {}).get('sensitivity'))},"
-            f" specificity {fmt(p['specificity'], p.get('ci95', {}).get('specificity'))}"
-            f" ({p['melanomas']} melanomas, {p['others']} others)" for name, p in points.items()) + ".")
+    for key, what in (("by_collection", "image collection"), ("by_source", "source")):
+        if validation.get(key):
+            lines.append(f"- At that threshold, validation by {what}: " + "; ".join(
+                f"{name} sensitivity {fmt(p['sensitivity'], p.get('ci95', {}).get('sensitivity'))},"
+                f" specificity {fmt(p['specificity'], p.get('ci95', {}).get('specificity'))}"
+                f" ({p['melanomas']} melanomas, {p['others']} others)" for name, p in validation[key].items()) + ".")
+    alone = validation.get("collections_alone")
+    if alone and alone["threshold"] != out["alert_threshold"]:
+        lines.append(f"- Within the collections alone the threshold would be {alone['threshold']:.4f}"
+                     f" (validation sensitivity {fmt(alone['sensitivity'])}, specificity"
+                     f" {fmt(alone['specificity'])}): fewer alerts, more missed melanomas on the"
+                     " weaker source; a hospital may set it in the admin pages.")
     return lines

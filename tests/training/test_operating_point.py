@@ -15,7 +15,10 @@ from dermscreen.bundle import FORMAT, load_bundle, validate_bundle
 from dermscreen.training.backbone.finetune import FinetuneConfig, prepare_data, recalibrate
 from dermscreen.training.datasets import acquisition, read_dataset
 from dermscreen.training.evaluate import evaluate, record_metrics
-from dermscreen.training.operating_point import calibrate_bundle
+from dermscreen.training.operating_point import (
+    MIN_SOURCE_MELANOMAS, calibrate_bundle, threshold_within_large_sources,
+)
+from dermscreen.training.calibration import threshold_within_every_group
 from tests.factories import BLUE, RED, make_tiny_bundle
 from tests.training.conftest import write_image
 
@@ -71,6 +74,25 @@ def test_calibrate_bundle_writes_an_operating_point_that_holds_in_every_collecti
         low, high = point["ci95"]["sensitivity"]  # a handful of melanomas: a wide interval
         assert low < point["sensitivity"] <= high and low < 0.9
     assert 0 <= metrics["ece_cross_fitted"] <= 1
+    # One source per collection here, 12 melanomas each: too few to bound the threshold alone.
+    assert set(metrics["by_source"]) == {"ham10000/pool", "isic-archive/pool"}
+    assert metrics["collections_alone"]["threshold"] == bundle.threshold
+
+
+def test_the_threshold_holds_in_a_weaker_source_that_the_collection_hides():
+    melanoma_scores = {"archive/a": np.linspace(0.90, 0.99, 20), "archive/b": np.linspace(0.10, 0.29, 20),
+                       "archive/c": np.full(MIN_SOURCE_MELANOMAS - 1, 0.95)}
+    sources = np.concatenate([[name] * len(v) for name, v in melanoma_scores.items()] + [["archive/a"] * 50])
+    score = np.concatenate([*melanoma_scores.values(), np.linspace(0.0, 0.5, 50)])
+    positive = np.arange(len(score)) < len(score) - 50
+    collections = np.full(len(score), "archive")
+    by_collection = threshold_within_every_group(score, positive, collections, 0.9)
+    by_source = threshold_within_large_sources(score, positive, sources, 0.9)
+    assert (score[positive & (sources == "archive/b")] >= by_collection).mean() < 0.9  # hidden by a
+    assert (score[positive & (sources == "archive/b")] >= by_source).mean() >= 0.9
+    assert by_source < by_collection
+    # a source with fewer melanomas bounds nothing alone (its collection still counts it)
+    assert threshold_within_large_sources(score, positive & (sources == "archive/c"), sources, 0.9) == 1.0
 
 
 def test_recalibrate_copies_a_finetuned_bundle_with_a_new_operating_point(tmp_path, collections_dataset):
@@ -91,7 +113,9 @@ def test_recalibrate_copies_a_finetuned_bundle_with_a_new_operating_point(tmp_pa
     assert bundle.version == "1.0.1" and bundle.metadata["changelog"][-1] == "re-calibrated"
     assert set(bundle.metadata["metrics"]) == {"validation", "held_out"}
     assert bundle.metadata["metrics"]["held_out"]["n"] == 12
-    assert "within every image collection" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "within every image collection and every source within one that holds at least 20" in card
+    assert "validation by source: ham10000/pool sensitivity" in card
     assert json.loads((original / "metadata.json").read_text())["version"] == "test-1"  # untouched
 
     # evaluate --record adds a row to this bundle's own card (not the seed CNN's)
