@@ -31,7 +31,7 @@ def format_table(report: dict) -> str:
         )
     counts = report["summary"]["counts"]
     lines.append(f"\nbatch {report['batch']}: {counts['total']} images, {counts['done']} scored, "
-                 f"{counts['failed']} failed, {counts['flagged']} flagged as probable melanoma")
+                 f"{counts['failed']} failed, {counts['flagged']} flagged for melanoma review")
     return "\n".join(lines)
 
 

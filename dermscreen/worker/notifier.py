@@ -70,12 +70,13 @@ def send_email(config: Config, to: str, message: dict) -> None:
     email = EmailMessage()
     email["From"] = config.mail_from
     email["To"] = to
-    email["Subject"] = (f"[dermscreen] probable melanoma: {message['image']} "
+    email["Subject"] = (f"[dermscreen] melanoma alert: {message['image']} "
                         f"(p={message['melanoma_probability']:.2f})")
     email["Message-ID"] = (f"<{hashlib.sha256(message['dedupe_key'].encode()).hexdigest()[:32]}"
                            f"@dermscreen>")
     email.set_content(
-        f"The model flagged an image as a probable melanoma.\n\n"
+        f"The model flagged an image for melanoma review: its melanoma probability is at or above"
+        f" the alert threshold, which is set low so that few melanomas go unflagged.\n\n"
         f"Image: {message['image']} (batch {message['batch_id']})\n"
         f"Melanoma probability: {message['melanoma_probability']:.3f} "
         f"(alert threshold {message['threshold']:.3f}, model {message['model_version']})\n\n"

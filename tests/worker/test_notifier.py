@@ -37,7 +37,7 @@ def test_alert_is_delivered_by_email_and_webhook_exactly_once(
         assert statuses == [DeliveryStatus.SENT, DeliveryStatus.SENT]
         assert repeats == [None, None]
         (message,) = smtp.messages
-        assert message["To"] == derm.email and "probable melanoma: red.jpg" in message["Subject"]
+        assert message["To"] == derm.email and "melanoma alert: red.jpg" in message["Subject"]
         assert "/cases/" in message.get_payload()
         ((headers, body),) = hook.calls
         assert body["event"] == "melanoma_alert" and body["image"] == "red.jpg"
