@@ -81,3 +81,19 @@ def bundle_path(version: ModelVersion, config: Config) -> Path:
         if load_bundle(configured).version == version.version:
             return configured
     return Path(version.path)
+
+
+def validation_operating_points(version: ModelVersion) -> list[dict]:
+    """The alert thresholds that ``version``'s bundle measured on its validation images: the one
+    it ships and the alternative it recorded (``collections_alone``), each with the melanoma
+    sensitivity and specificity there; empty when the bundle recorded none."""
+    validation = (version.card.get("metrics") or {}).get("validation") or {}
+    points = []
+    if validation.get("sensitivity") is not None:
+        points.append({"name": "shipped", "threshold": version.alert_threshold,
+                       "sensitivity": validation["sensitivity"], "specificity": validation["specificity"]})
+    alone = validation.get("collections_alone")
+    if alone and alone["threshold"] != version.alert_threshold:
+        points.append({"name": "held within the image collections alone", "threshold": alone["threshold"],
+                       "sensitivity": alone["sensitivity"], "specificity": alone["specificity"]})
+    return points

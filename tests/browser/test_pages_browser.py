@@ -413,3 +413,18 @@ def test_admin_issues_a_token_shown_once_and_revokes_it(browser, site):
     assert "revoked" in page.locator("table").inner_text()
     response = requests.get(f"{site['base']}/api/v1/alerts", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
+
+
+def test_admin_sets_a_threshold_finer_than_a_thousandth(browser, site):
+    # calibrated thresholds sit near 0.004-0.04: the browser must not round or refuse them
+    page = sign_in(browser, site, "admin")
+    page.goto(f"{site['base']}/admin/hospitals")
+    page.get_by_label(re.compile("Alert threshold")).first.fill("0.0401")
+    page.get_by_role("button", name="Save First Hospital").click()
+    page.wait_for_load_state()
+    assert "Settings of First Hospital saved." in page.content()
+    assert page.get_by_label(re.compile("Alert threshold")).first.input_value() == "0.0401"
+    page.get_by_label(re.compile("Alert threshold")).first.fill("")  # back to the model's own
+    page.get_by_role("button", name="Save First Hospital").click()
+    page.wait_for_load_state()
+    assert page.get_by_label(re.compile("Alert threshold")).first.input_value() == ""

@@ -355,6 +355,10 @@ def test_admin_manages_hospitals_users_tokens_and_models(sign_in, make_user, ses
     # St Example's 0.42 was chosen for the first model: the page says it is not in force
     stale = re.search(r'data-testid="stale-threshold">([^<]+)<', admin.get("/admin/hospitals").text)
     assert "0.420" in stale.group(1) and "test-2 alerts at its own 0.5000" in stale.group(1)
+    # the thresholds test-2 measured on validation, to choose from
+    points = re.search(r'data-testid="operating-points">(.+?)</table>', admin.get("/admin/hospitals").text, re.S).group(1)
+    rows = [re.sub(r"<[^>]+>|\s+", " ", row).split() for row in points.split("<tr>")[2:]]
+    assert [row[:3] for row in rows] == [["0.5000", "0.981", "0.476"], ["0.0401", "0.942", "0.697"]]
     assert admin.post(f"/admin/hospitals/{hospital.id}", data={
         f"h{hospital.id}-alert_threshold": "0.42"}).status_code == 303
     assert "stale-threshold" not in admin.get("/admin/hospitals").text
@@ -366,7 +370,9 @@ def test_admin_manages_hospitals_users_tokens_and_models(sign_in, make_user, ses
 SECOND_METRICS = {"isic2017_test": {
     "n": 600, "melanomas": 117, "melanoma_auc": 0.8223, "sensitivity": 0.7436, "specificity": 0.766,
     "ci95": {"melanoma_auc": [0.7718, 0.8656], "sensitivity": [0.6576, 0.8141], "specificity": [0.7263, 0.8016]}},
-    "no_melanomas": {"n": 20, "melanomas": 0, "melanoma_auc": None, "specificity": 0.9}}  # no sensitivity
+    "no_melanomas": {"n": 20, "melanomas": 0, "melanoma_auc": None, "specificity": 0.9},  # no sensitivity
+    "validation": {"n": 1284, "melanomas": 156, "melanoma_auc": 0.901, "sensitivity": 0.981, "specificity": 0.476,
+                   "collections_alone": {"threshold": 0.0401, "sensitivity": 0.942, "specificity": 0.697}}}
 
 
 def second_bundle(tmp_path):

@@ -75,8 +75,9 @@ def hospitals():
         status = 400
     settings = {hospital.id: HospitalSettingsForm(obj=hospital, prefix=f"h{hospital.id}")
                 for hospital in _hospitals()}
-    return render_template("admin/hospitals.html", form=form, hospitals=_hospitals(),
-                           settings=settings, active=_active_version()), status
+    active = _active_version()
+    return render_template("admin/hospitals.html", form=form, hospitals=_hospitals(), settings=settings,
+                           active=active, points=registry.validation_operating_points(active)), status
 
 
 @bp.route("/hospitals/<int:hospital_id>", methods=["POST"])
