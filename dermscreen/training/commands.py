@@ -143,8 +143,8 @@ def evaluate(model_path, dataset, split, as_json, report_dir, record_as):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def compare(models, dataset, split, run, as_json):
     """Compare two bundles' melanoma AUC on the same images (those neither was trained on, or a
-    run's validation fold): the difference and its 95% interval, paired, over all images and
-    within each image collection.
+    run's validation fold): the difference and its 95% interval, paired, over all images, within
+    each image collection and within each source of a collection.
 
     \b
         dermscreen compare dermscreen/bundles/default RUN/bundle \\
@@ -171,9 +171,10 @@ def compare(models, dataset, split, run, as_json):
         return
     a, b = result["models"]
     click.echo(f"{data}: {result['n']} images, {result['melanomas']} melanomas; melanoma AUC {a} - {b}")
-    for name, part in {"all images": result, **result["by_collection"]}.items():
+    for name, part in {"all images": result, **result["by_collection"], **result["by_source"]}.items():
         (auc_a, auc_b), (low, high) = part["melanoma_auc"], part["difference_ci95"]
         click.echo(f"  {name} ({part['melanomas']} of {part['n']} melanomas): {auc_a:.4f} - {auc_b:.4f}"
                    f" = {part['difference']:+.4f} (95% interval {low:+.4f} to {high:+.4f})")
-    if result["within_collection_mean_difference"] is not None:
-        click.echo(f"  mean of the within-collection differences: {result['within_collection_mean_difference']:+.4f}")
+    for kind in ("collection", "source"):
+        if result[f"within_{kind}_mean_difference"] is not None:
+            click.echo(f"  mean of the within-{kind} differences: {result[f'within_{kind}_mean_difference']:+.4f}")

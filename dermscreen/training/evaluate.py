@@ -22,6 +22,7 @@ from dermscreen.training.audit import with_hashes
 from dermscreen.training.datasets import acquisition
 from dermscreen.training.hashing import NEAR_DUPLICATE_BITS, hamming_pairs
 from dermscreen.training.metrics import auc_difference_interval, ranked_auc, screening_metrics
+from dermscreen.training.operating_point import sources_within_collections
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
 from dermscreen.training.trainers import card_writer
 
@@ -91,24 +92,28 @@ def evaluate(bundle: Bundle, records: pd.DataFrame, data: str = "", progress=Non
 def compare(bundle: Bundle, other: Bundle, records: pd.DataFrame, data: str = "",
             progress=None, drop_training: bool = True) -> dict:
     """The melanoma AUCs of two bundles on the same images, their difference and its 95%
-    interval (``auc_difference_interval``: paired), over all images and within each image
-    collection (``datasets.acquisition``) that holds both classes. The images are those neither
-    bundle was trained on, or all of ``records`` without ``drop_training`` (a validation fold,
-    which both bundles' training pools list but neither trained on)."""
+    interval (``auc_difference_interval``: paired), over all images, within each image
+    collection (``datasets.acquisition``) and within each source of each collection
+    (``operating_point.sources_within_collections``) that holds both classes, with the mean of
+    the differences within each. The images are those neither bundle was trained on, or all of
+    ``records`` without ``drop_training`` (a validation fold, which both bundles' training pools
+    list but neither trained on)."""
     kept = drop_seen(drop_seen(records, bundle)[0], other)[0] if drop_training else records
     positive = (kept["label"] == MELANOMA).to_numpy()
     if not 0 < positive.sum() < len(kept):
         raise ValueError("comparing AUCs needs melanomas and other images the models were not trained on")
     scores = [predict_records(model, kept, progress)[MELANOMA].to_numpy() for model in (bundle, other)]
-    collections = acquisition(kept).to_numpy()
-    by_collection = {name: auc_comparison([score[mine] for score in scores], positive[mine])
-                     for name in sorted(set(collections))
-                     for mine in [collections == name] if 0 < positive[mine].sum() < mine.sum()}
+    groups = {"collection": acquisition(kept).to_numpy(), "source": sources_within_collections(kept)}
+    parts = {kind: {name: auc_comparison([score[mine] for score in scores], positive[mine])
+                    for name in sorted(set(names))
+                    for mine in [names == name] if 0 < positive[mine].sum() < mine.sum()}
+             for kind, names in groups.items()}
     return {
         "data": data, "models": [f"{model.metadata.get('name', '')} {model.version}" for model in (bundle, other)],
-        **auc_comparison(scores, positive), "by_collection": by_collection,
-        "within_collection_mean_difference": float(np.mean([c["difference"] for c in by_collection.values()]))
-        if by_collection else None,
+        **auc_comparison(scores, positive),
+        **{f"by_{kind}": part for kind, part in parts.items()},
+        **{f"within_{kind}_mean_difference": float(np.mean([c["difference"] for c in part.values()]))
+           if part else None for kind, part in parts.items()},
     }
 
 

@@ -14,7 +14,7 @@ from dermscreen.heatmap import feature_layer
 from dermscreen.training.backbone.efficientnet_lite import copy_weights, efficientnet_lite0
 from dermscreen.training.backbone.ensemble import check_split, ensemble_model
 from dermscreen.training.backbone.finetune import (
-    FinetuneConfig, classifier, image_model, load_config, sample_weights, top_model,
+    FinetuneConfig, _weighting_sources, classifier, image_model, load_config, sample_weights, top_model,
 )
 from dermscreen.training.datasets import CLASSES, acquisition
 from dermscreen.training.features import CacheSpec, cache_features, load_cache
@@ -106,6 +106,15 @@ def test_sample_weights_balance_classes_within_each_acquisition():
     many = np.concatenate([np.zeros(100, int), np.ones(100, int), [0, 0]])
     stray = sample_weights(many, np.array(["a"] * 200 + ["c"] * 2), "class-within-acquisition")
     assert stray[-2:].sum() < 0.2 * stray.sum()  # uncapped: half
+
+
+def test_class_within_source_weighs_each_source_of_a_collection_apart():
+    records = pd.DataFrame({"image_id": ["ISIC_0000139", "ISIC_0000140", "ISIC_0000141", "ISIC_0024306"],
+                            "source": ["isic9", "isic9", "isic2017", "isic9"]})
+    assert _weighting_sources(records, "class-within-source").tolist() == [
+        "isic-archive/isic9", "isic-archive/isic9", "isic-archive/isic2017", "ham10000/isic9"]
+    assert _weighting_sources(records, "class-within-acquisition").tolist() == [
+        "isic-archive", "isic-archive", "isic-archive", "ham10000"]
 
 
 def test_acquisition_reads_the_collection_from_isic_ids():

@@ -90,7 +90,7 @@ def test_training_on_cached_features_keeps_the_mean_of_the_best_epochs_layer_wei
     tables = [pool[pool["fold"] == fold].reset_index(drop=True) for fold in ("train", "val")]
     model, history = train(cached, tmp_path / "run", *tables, resume=False, log=lambda _: None)
     assert [row["epoch"] for row in history] == [1, 2]
-    assert {"val_auc", "val_auc_within", "val_loss"} <= set(history[0])
+    assert {"val_auc", "val_auc_within", "val_auc_within_source", "val_loss"} <= set(history[0])
     checkpoints = tmp_path / "run" / "checkpoints"
     # The kept file holds the layers alone; the last checkpoint also the optimizer's state.
     assert (checkpoints / "best.weights.h5").stat().st_size < (checkpoints / "last.keras").stat().st_size / 2

@@ -96,6 +96,8 @@ def test_train_then_evaluate(folder_dataset, csv_dataset, tmp_path):
     assert low <= compared["difference"] <= high
     assert compared["by_collection"].keys() == {"seed9"}  # one collection: the class folder tree
     assert compared["by_collection"]["seed9"]["difference"] == pytest.approx(compared["difference"])
+    assert compared["by_source"].keys() == {"seed9/seed9"}
+    assert compared["within_source_mean_difference"] == pytest.approx(compared["difference"])
     itself = CliRunner().invoke(compare, [str(tiny), str(tiny), "--data", str(folder_dataset)])
     assert "all images (9 of 17 melanomas): " in itself.output  # the tiny bundle saw none
     assert "= +0.0000 (95% interval +0.0000 to +0.0000)" in itself.output

@@ -51,6 +51,7 @@ from dermscreen.training.features import CacheSpec, augmentor_pipeline, cache_fe
 from dermscreen.training.metrics import fmt
 from dermscreen.training.operating_point import (
     CLASS_INDEX, calibrate_bundle, calibrated_metrics, calibration_lines, collection_aucs,
+    sources_within_collections,
 )
 from dermscreen.training.splits import clean_records, drop_overlap, group_ids, grouped_split
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
@@ -79,8 +80,8 @@ class FinetuneConfig:
     # Test sets, name -> {path, split}: measured, never trained or tuned on.
     test: dict = field(default_factory=dict)
     val_fraction: float = 0.15
-    # Sample weights (see ``sample_weights``): "source-then-class", "class-within-acquisition"
-    # or "class".
+    # Sample weights (see ``sample_weights``): "source-then-class", "class-within-acquisition",
+    # "class-within-source" or "class".
     balance: str = "source-then-class"
     epochs: int = 8
     batch_size: int = 32
@@ -173,7 +174,7 @@ def prepare_data(config: FinetuneConfig, log=print) -> tuple[pd.DataFrame, dict,
     return hashed, tests, info
 
 
-BALANCES = ("source-then-class", "class-within-acquisition", "class")
+BALANCES = ("source-then-class", "class-within-acquisition", "class-within-source", "class")
 
 
 def sample_weights(labels: np.ndarray, sources: np.ndarray, balance: str) -> np.ndarray:
@@ -186,11 +187,14 @@ def sample_weights(labels: np.ndarray, sources: np.ndarray, balance: str) -> np.
       final rescaling, so a tiny collection cannot take the loss over) and its
       classes are balanced within it, so that acquisition says as little as possible about the
       class.
+    - ``class-within-source``: the same with ``sources`` the sources within each acquisition
+      (``operating_point.sources_within_collections``): isic9's archive copies and isic2017's
+      frames are both archive frames, with different shares of melanoma.
     - ``class``: each class weighs the same in total.
     """
     if balance not in BALANCES:
         raise ValueError(f"balance {balance!r} is not one of {BALANCES}")
-    if balance == "class-within-acquisition":
+    if balance in ("class-within-acquisition", "class-within-source"):
         weights = np.zeros(len(labels))
         for source in np.unique(sources):
             mine = sources == source
@@ -209,6 +213,8 @@ def sample_weights(labels: np.ndarray, sources: np.ndarray, balance: str) -> np.
 def _weighting_sources(records: pd.DataFrame, balance: str) -> np.ndarray:
     if balance == "class-within-acquisition":
         return acquisition(records).to_numpy()
+    if balance == "class-within-source":
+        return sources_within_collections(records)
     return records["source"].to_numpy()
 
 
@@ -362,19 +368,25 @@ def _training_settings(config: dict) -> dict:
 
 
 SELECTION_NAMES = {"val_auc": "validation melanoma AUC",
-                   "val_auc_within": "the mean of the validation melanoma AUCs within each collection"}
+                   "val_auc_within": "the mean of the validation melanoma AUCs within each collection",
+                   "val_auc_within_source": "the mean of the validation melanoma AUCs within each source"
+                                            " of each collection"}
 
 
 def validation_row(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray,
                    collections: np.ndarray) -> dict:
     """Validation melanoma AUCs: overall, per source (dataset), per image collection
-    (``val_auc_within_<collection>``) and the mean of the collections' (``val_auc_within``)."""
+    (``val_auc_within_<collection>``) and the mean of the collections' (``val_auc_within``), per
+    source within a collection (``val_auc_within_<collection>/<source>``) and the mean of those
+    (``val_auc_within_source``)."""
     by_source = collection_aucs(logits, labels, sources)
     within = collection_aucs(logits, labels, collections)
-    row = {"val_auc": within.pop("all"), "val_auc_within": within.pop("within_collection_mean")}
+    pieces = collection_aucs(logits, labels, np.array([f"{c}/{s}" for c, s in zip(collections, sources)]))
+    row = {"val_auc": within.pop("all"), "val_auc_within": within.pop("within_collection_mean"),
+           "val_auc_within_source": pieces.pop("within_collection_mean")}
     row.update({f"val_auc_{name}": auc for name, auc in by_source.items()
                 if name not in ("all", "within_collection_mean")})
-    row.update({f"val_auc_within_{name}": auc for name, auc in within.items()})
+    row.update({f"val_auc_within_{name}": auc for name, auc in {**within, **pieces}.items() if name != "all"})
     return row
 
 
