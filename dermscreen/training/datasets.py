@@ -168,3 +168,10 @@ def acquisition(records: pd.DataFrame) -> pd.Series:
     first, last = HAM10000_IDS
     named = np.where(number.between(first, last), "ham10000", "isic-archive")
     return pd.Series(np.where(number.notna(), named, records["source"]), index=records.index)
+
+
+def sources_within_collections(records: pd.DataFrame) -> np.ndarray:
+    """Each record's ``collection/source`` (``acquisition``, then the dataset): isic9's copies of
+    archive frames and isic2017's frames are both archive frames from different pipelines, and
+    ``ham10000/isic9`` holds the seed set's HAM10000 images."""
+    return (acquisition(records) + "/" + records["source"]).to_numpy()

@@ -19,10 +19,9 @@ import pandas as pd
 
 from dermscreen.bundle import CARD_FILE, MELANOMA, METADATA_FILE, Bundle
 from dermscreen.training.audit import with_hashes
-from dermscreen.training.datasets import acquisition
+from dermscreen.training.datasets import acquisition, sources_within_collections
 from dermscreen.training.hashing import NEAR_DUPLICATE_BITS, hamming_pairs
 from dermscreen.training.metrics import auc_difference_interval, ranked_auc, screening_metrics
-from dermscreen.training.operating_point import sources_within_collections
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
 from dermscreen.training.trainers import card_writer
 
@@ -94,7 +93,7 @@ def compare(bundle: Bundle, other: Bundle, records: pd.DataFrame, data: str = ""
     """The melanoma AUCs of two bundles on the same images, their difference and its 95%
     interval (``auc_difference_interval``: paired), over all images, within each image
     collection (``datasets.acquisition``) and within each source of each collection
-    (``operating_point.sources_within_collections``) that holds both classes, with the mean of
+    (``datasets.sources_within_collections``) that holds both classes, with the mean of
     the differences within each. The images are those neither bundle was trained on, or all of
     ``records`` without ``drop_training`` (a validation fold, which both bundles' training pools
     list but neither trained on)."""

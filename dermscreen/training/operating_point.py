@@ -10,9 +10,10 @@ the bundle's metadata:
    with the expected calibration error also cross-fitted between two grouped halves;
 3. the highest threshold that keeps ``target_sensitivity`` within every collection
    (``datasets.acquisition``: HAM10000 crops, ISIC archive frames), not only over the mix, and
-   within every source inside a collection that holds ``MIN_SOURCE_MELANOMAS`` validation
-   melanomas (``threshold_within_large_sources``): a source is an image pipeline (isic9's 180-px copies and
-   isic2017's 256-px frames are both archive frames), and a hospital's scanner is another.
+   within every source inside a collection (``datasets.sources_within_collections``) that holds
+   ``MIN_SOURCE_MELANOMAS`` validation melanomas (``threshold_within_large_sources``): a source
+   is an image pipeline (isic9's 180-px copies and isic2017's 256-px frames are both archive
+   frames), and a hospital's scanner is another.
 
 Within-collection AUCs are the measure that a model's knowledge of which collection an image
 comes from cannot raise (the seed set's melanomas are all archive frames, its other classes
@@ -29,7 +30,7 @@ from dermscreen.bundle import MELANOMA, VIEWS, load_bundle, softmax, write_metad
 from dermscreen.training.calibration import (
     cross_fitted_ece, fit_temperature_and_bias, threshold_within_every_group,
 )
-from dermscreen.training.datasets import CLASSES, acquisition
+from dermscreen.training.datasets import CLASSES, acquisition, sources_within_collections
 from dermscreen.training.metrics import calibration_errors, fmt, proportion_interval, screening_metrics
 from dermscreen.training.splits import grouped_split
 
@@ -59,11 +60,6 @@ def collection_aucs(logits: np.ndarray, labels: np.ndarray, collections: np.ndar
     within = [out[name] for name in sorted(set(collections)) if name in out]
     out["within_collection_mean"] = float(np.mean(within)) if within else float("nan")
     return out
-
-
-def sources_within_collections(records: pd.DataFrame) -> np.ndarray:
-    """Each record's ``collection/source`` (``ham10000/isic9``: the seed set's HAM10000 images)."""
-    return (acquisition(records) + "/" + records["source"]).to_numpy()
 
 
 def threshold_within_large_sources(score: np.ndarray, positive: np.ndarray, sources: np.ndarray,

@@ -46,12 +46,13 @@ from PIL import Image
 from dermscreen.bundle import load_bundle, save_bundle, to_model_input, write_metadata
 from dermscreen.config import Config
 from dermscreen.training.audit import read_reference, with_hashes
-from dermscreen.training.datasets import CLASSES, acquisition, class_counts, read_dataset
+from dermscreen.training.datasets import (
+    CLASSES, acquisition, class_counts, read_dataset, sources_within_collections,
+)
 from dermscreen.training.features import CacheSpec, augmentor_pipeline, cache_features, load_cache
 from dermscreen.training.metrics import fmt
 from dermscreen.training.operating_point import (
     CLASS_INDEX, calibrate_bundle, calibrated_metrics, calibration_lines, collection_aucs,
-    sources_within_collections,
 )
 from dermscreen.training.splits import clean_records, drop_overlap, group_ids, grouped_split
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
@@ -188,7 +189,7 @@ def sample_weights(labels: np.ndarray, sources: np.ndarray, balance: str) -> np.
       classes are balanced within it, so that acquisition says as little as possible about the
       class.
     - ``class-within-source``: the same with ``sources`` the sources within each acquisition
-      (``operating_point.sources_within_collections``): isic9's archive copies and isic2017's
+      (``datasets.sources_within_collections``): isic9's archive copies and isic2017's
       frames are both archive frames, with different shares of melanoma.
     - ``class``: each class weighs the same in total.
     """
