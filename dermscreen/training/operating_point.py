@@ -177,7 +177,7 @@ def calibration_lines(metadata: dict, target_sensitivity: float) -> list[str]:
         f" {validation['ece']:.3f} after"
         + (f" ({validation['ece_cross_fitted']:.3f} cross-fitted between two halves)."
            if "ece_cross_fitted" in validation else "."),
-        *([f"- Validation melanoma AUC of the calibrated score, within each collection: "
+        *(["- Validation melanoma AUC of the calibrated score, within each collection: "
            + ", ".join(f"{name} {auc:.4f}" for name, auc in shipped.items()
                        if name not in ("all", "within_collection_mean"))
            + f" (mean {shipped['within_collection_mean']:.4f}; all {shipped['all']:.4f})."] if shipped else []),
