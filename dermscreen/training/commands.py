@@ -18,6 +18,11 @@ def _progress(label: str):
     return report
 
 
+def _data_label(dataset: str, split: str | None) -> str:
+    """How reports name a dataset: its path, and the split in brackets when one was kept."""
+    return f"{dataset}" + (f" [{split}]" if split else "")
+
+
 @click.command()
 @click.argument("datasets", nargs=-1, required=True)
 @click.option("--split", default=None, help="Keep only this split of each dataset (e.g. test).")
@@ -108,11 +113,12 @@ def evaluate(model_path, dataset, split, as_json, report_dir, record_as):
     from dermscreen.training.datasets import read_dataset
     from dermscreen.training.evaluate import evaluate as run_evaluation
     from dermscreen.training.evaluate import record_metrics
+    from dermscreen.training.metrics import span
     from dermscreen.training.report import write_report
 
     bundle = load_bundle(model_path)
     records = read_dataset(dataset, split)
-    data = f"{dataset}" + (f" [{split}]" if split else "")
+    data = _data_label(dataset, split)
     result, predictions = run_evaluation(bundle, records, data,
                                          progress=None if as_json else _progress("predicting"))
     if report_dir:
@@ -128,8 +134,7 @@ def evaluate(model_path, dataset, split, as_json, report_dir, record_as):
     for key in ("accuracy", "balanced_accuracy", "melanoma_auc", "threshold", "sensitivity",
                 "specificity", "missed_melanomas", "ece"):
         interval = result["ci95"].get(key)
-        click.echo(f"  {key:18s} {result[key]}" + (f"  (95% interval {interval[0]:.3f}-{interval[1]:.3f})"
-                                                  if interval else ""))
+        click.echo(f"  {key:18s} {result[key]}" + (f"  (95% interval {span(interval)})" if interval else ""))
     if report_dir:
         click.echo(f"  report             {result['report']}")
 
@@ -163,7 +168,7 @@ def compare(models, dataset, split, run, as_json):
         folds = pd.read_csv(Path(run) / "folds.csv", dtype=str, keep_default_na=False)
         records, data = folds[folds["fold"] == "val"].reset_index(drop=True), f"validation fold of {run}"
     else:
-        records, data = read_dataset(dataset, split), f"{dataset}" + (f" [{split}]" if split else "")
+        records, data = read_dataset(dataset, split), _data_label(dataset, split)
     result = run_comparison(*(load_bundle(path) for path in models), records, data,
                             progress=None if as_json else _progress("predicting"), drop_training=not run)
     if as_json:

@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from sklearn.calibration import CalibrationDisplay  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, roc_curve  # noqa: E402
 
-from dermscreen.training.metrics import proportion_interval  # noqa: E402
+from dermscreen.training.metrics import proportion_interval, span  # noqa: E402
 
 # ISIC challenge column names of the nine classes.
 ISIC_COLUMNS = {
@@ -165,7 +165,7 @@ def write_report(folder: str | Path, result: dict, predictions: pd.DataFrame, bu
                 "sensitivity", "specificity", "flagged", "missed_melanomas", "ece", "melanoma_ece"):
         value, interval = result[key], result["ci95"].get(key)
         shown = f"{value:.4f}" if isinstance(value, float) else f"{value}"
-        lines.append(f"| {key} | {shown} | {f'{interval[0]:.3f}-{interval[1]:.3f}' if interval else ''} |")
+        lines.append(f"| {key} | {shown} | {span(interval) if interval else ''} |")
     lines.append("")
     for title, path in figures.items():
         lines += [f"## {title}", "", f"![{title}]({path.name})", ""]
