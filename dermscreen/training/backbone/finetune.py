@@ -10,7 +10,8 @@ cache the frozen bottom's feature maps (``features.py``: several augmented views
 images, the plain view of the others); train blocks ``cut``.. and a new classifier with sample
 weights that balance sources and classes, keeping the epoch with the best validation melanoma
 AUC (overall, or the mean within each image collection: ``select_by``), or the mean weights of
-the ``average_epochs`` consecutive epochs with the best mean of it. With ``cut: 0`` nothing
+the ``average_epochs`` consecutive epochs with the best mean of it, or (``swa_epochs``) the mean
+weights of the last epochs at a constant learning rate. With ``cut: 0`` nothing
 is frozen or cached: every block trains on the images, each epoch on a fresh Augmentor view of
 every training image (a GPU's design; ``portable.py`` runs it on a machine without the data).
 Then assemble the full image
@@ -393,9 +394,10 @@ def validation_row(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray,
 
 def train(config: FinetuneConfig, folder: Path, train_table: pd.DataFrame, val_table: pd.DataFrame,
           resume: bool, cache_pool: pd.DataFrame | None = None, log=print, callbacks=()):
-    """Train on ``train_table``, keep the best epoch on ``val_table`` (or the mean weights of the
-    best ``average_epochs``); return the model with the kept weights, and the history. Blocks before ``config.cut`` run from the feature cache of
-    ``cache_pool`` (the raw pool by default, so that other cleanings and splits reuse it).
+    """Train on ``train_table``, scoring each epoch on ``val_table``; return the model with the
+    weights ``kept_by`` chooses, and the history. Blocks before ``config.cut`` run from the
+    feature cache of ``cache_pool`` (the raw pool by default, so that other cleanings and splits
+    reuse it).
 
     A resumed run that had finished all its epochs (perhaps on another machine) loads no images
     or features and needs only ``state.json`` and ``best.weights.h5`` of its checkpoints."""
