@@ -6,10 +6,10 @@ command-line overrides with ``--set key=value``::
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import click
 import yaml
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -73,18 +73,26 @@ def _coerce(kind, text: str):
     return yaml.safe_load(text)  # lists and other YAML values
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """Defaults, then the YAML file, then ``key=value`` overrides (YAML syntax for lists)."""
-    values = {}
-    if path:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    known = {f.name: f for f in fields(TrainConfig)}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ValueError(f"unknown config keys: {sorted(unknown)}")
+def config_from(kind, values: dict, overrides=()):
+    """``kind`` (a config dataclass) from preset ``values``, then ``key=value`` overrides, each
+    read as its field's type (YAML syntax for lists and mappings); unknown keys are a usage
+    error."""
+    types = {f.name: f.type for f in fields(kind)}
+    values = dict(values)
     for item in overrides:
         key, _, text = item.partition("=")
-        if key not in known:
-            raise ValueError(f"unknown config key {key!r} in --set {item}")
-        values[key] = _coerce(known[key].type, text)
-    return dataclasses.replace(TrainConfig(), **values)
+        if key not in types:
+            raise click.UsageError(f"unknown config key {key!r} in --set {item}")
+        values[key] = _coerce(types[key], text)
+    unknown = set(values) - set(types)
+    if unknown:
+        raise click.UsageError(f"unknown config keys: {sorted(unknown)}")
+    for name in set(values) & {name for name, kind in types.items() if kind in (float, "float")}:
+        values[name] = float(values[name])  # YAML reads 1e-4 (no dot) as a string
+    return kind(**values)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Defaults, then the YAML file, then ``key=value`` overrides."""
+    values = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+    return config_from(TrainConfig, values, overrides)

@@ -34,6 +34,7 @@ from dermscreen.training.backbone.efficientnet_lite import BLOCKS, copy_weights,
 from dermscreen.training.datasets import CLASSES, acquisition
 from dermscreen.training.operating_point import CLASS_INDEX, calibration_lines, collection_aucs
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
+from dermscreen.training.train_config import config_from
 
 # Settings of a member's training that decide its train/validation split.
 SPLIT_SETTINGS = ("train", "reference", "label_policy", "val_fraction", "seed")
@@ -54,7 +55,7 @@ class EnsembleConfig:
 
 
 def load_config(path, overrides=()) -> EnsembleConfig:
-    config = finetune.config_from(EnsembleConfig, yaml.safe_load(Path(path).read_text()) or {},
+    config = config_from(EnsembleConfig, yaml.safe_load(Path(path).read_text()) or {},
                                   overrides)
     if config.split_from and not Path(config.split_from).is_absolute():
         config.split_from = str(Path(path).parent / config.split_from)

@@ -34,7 +34,7 @@ import platform
 import random
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import click
@@ -57,6 +57,7 @@ from dermscreen.training.operating_point import (
 )
 from dermscreen.training.splits import clean_records, drop_overlap, group_ids, grouped_split
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
+from dermscreen.training.train_config import config_from
 
 MAX_CLASS_WEIGHT = 10.0
 
@@ -116,26 +117,11 @@ def expand_home(path: str) -> Path:
 
 
 def load_config(path, overrides=()) -> FinetuneConfig:
-    """The preset YAML, then ``key=value`` overrides (values in YAML syntax)."""
+    """The preset YAML, then ``key=value`` overrides (``train_config.config_from``)."""
     values = yaml.safe_load(Path(path).read_text()) or {}
     data = values.pop("data", {})
     values.update({key: data[key] for key in ("train", "reference", "test") if key in data})
     return config_from(FinetuneConfig, values, overrides)
-
-
-def config_from(kind, values: dict, overrides=()):
-    """``kind`` (a config dataclass) from preset ``values`` and ``key=value`` overrides (values
-    in YAML syntax); unknown keys are a usage error."""
-    values = dict(values)
-    for item in overrides:
-        key, _, text = item.partition("=")
-        values[key] = yaml.safe_load(text)
-    unknown = set(values) - {f.name for f in fields(kind)}
-    if unknown:
-        raise click.UsageError(f"unknown config keys: {sorted(unknown)}")
-    for name in {f.name for f in fields(kind) if f.type == "float"} & set(values):
-        values[name] = float(values[name])  # YAML reads 1e-4 (no dot) as a string
-    return kind(**values)
 
 
 def read_specs(specs) -> pd.DataFrame:

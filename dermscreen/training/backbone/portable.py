@@ -39,8 +39,9 @@ import yaml
 from PIL import Image
 
 from dermscreen.training.backbone.finetune import (
-    FinetuneConfig, config_from, load_config, prepare_data, state_file, train,
+    FinetuneConfig, load_config, prepare_data, state_file, train,
 )
+from dermscreen.training.train_config import config_from
 
 CONFIG_FILE = "config.yaml"
 FOLDS_FILE = "folds.csv"
