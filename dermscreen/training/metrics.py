@@ -80,7 +80,9 @@ def confidence_intervals(melanoma_scores: np.ndarray, other_scores: np.ndarray, 
     """95% intervals of the melanoma AUC (percentile bootstrap, melanomas and other images
     resampled apart so that each resample keeps both), and of sensitivity and specificity at
     ``threshold`` (Wilson score intervals); None where a group is empty. Images count as
-    independent: where one lesion has several images, the true intervals are wider."""
+    independent: where one lesion has several images, the true intervals are wider (the
+    project's test sets and validation fold hold almost one image per group; see
+    docs/default_model.md)."""
     out = {"melanoma_auc": None}
     if len(melanoma_scores) and len(other_scores):
         result = bootstrap((melanoma_scores, other_scores), ranked_auc, confidence_level=CONFIDENCE,
