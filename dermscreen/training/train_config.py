@@ -87,7 +87,7 @@ def config_from(kind, values: dict, overrides=()):
     unknown = set(values) - set(types)
     if unknown:
         raise click.UsageError(f"unknown config keys: {sorted(unknown)}")
-    for name in set(values) & {name for name, kind in types.items() if kind in (float, "float")}:
+    for name in set(values) & {name for name, type_ in types.items() if type_ in (float, "float")}:
         values[name] = float(values[name])  # YAML reads 1e-4 (no dot) as a string
     return kind(**values)
 

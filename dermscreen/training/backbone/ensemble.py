@@ -55,8 +55,7 @@ class EnsembleConfig:
 
 
 def load_config(path, overrides=()) -> EnsembleConfig:
-    config = config_from(EnsembleConfig, yaml.safe_load(Path(path).read_text()) or {},
-                                  overrides)
+    config = config_from(EnsembleConfig, yaml.safe_load(Path(path).read_text()) or {}, overrides)
     if config.split_from and not Path(config.split_from).is_absolute():
         config.split_from = str(Path(path).parent / config.split_from)
     return config
