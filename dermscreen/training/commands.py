@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from dermscreen.measured import span
+
 
 def _progress(label: str):
     def report(done: int, total: int) -> None:
@@ -113,7 +115,6 @@ def evaluate(model_path, dataset, split, as_json, report_dir, record_as):
     from dermscreen.training.datasets import read_dataset
     from dermscreen.training.evaluate import evaluate as run_evaluation
     from dermscreen.training.evaluate import record_metrics
-    from dermscreen.training.metrics import span
     from dermscreen.training.report import write_report
 
     bundle = load_bundle(model_path)

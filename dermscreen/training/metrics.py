@@ -128,16 +128,3 @@ def ranked_auc(melanoma_scores: np.ndarray, other_scores: np.ndarray, axis: int 
     n_melanoma, n_other = melanoma_scores.shape[axis], other_scores.shape[axis]
     rank_sum = np.take(ranks, np.arange(n_melanoma), axis=axis).sum(axis=axis)
     return (rank_sum - n_melanoma * (n_melanoma + 1) / 2) / (n_melanoma * n_other)
-
-
-def span(interval) -> str:
-    """An interval as reports write it: ``0.772-0.866``."""
-    return f"{interval[0]:.3f}-{interval[1]:.3f}"
-
-
-def fmt(value, interval=None) -> str:
-    """A metric for a report or model card: three decimals, ``n/a`` for None or nan, with its
-    interval in parentheses when one is given."""
-    if value is None or value != value:
-        return "n/a"
-    return f"{value:.3f}" + (f" ({span(interval)})" if interval else "")

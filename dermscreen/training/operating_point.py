@@ -27,11 +27,12 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from dermscreen.bundle import MELANOMA, VIEWS, load_bundle, softmax, write_metadata
+from dermscreen.measured import fmt
 from dermscreen.training.calibration import (
     cross_fitted_ece, fit_temperature_and_bias, threshold_within_every_group,
 )
 from dermscreen.training.datasets import CLASSES, acquisition, sources_within_collections
-from dermscreen.training.metrics import calibration_errors, fmt, proportion_interval, screening_metrics
+from dermscreen.training.metrics import calibration_errors, proportion_interval, screening_metrics
 from dermscreen.training.splits import grouped_split
 
 MELANOMA_INDEX = CLASSES.index(MELANOMA)

@@ -21,7 +21,8 @@ import pandas as pd  # noqa: E402
 from sklearn.calibration import CalibrationDisplay  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, roc_curve  # noqa: E402
 
-from dermscreen.training.metrics import proportion_interval, span  # noqa: E402
+from dermscreen.measured import span  # noqa: E402
+from dermscreen.training.metrics import proportion_interval  # noqa: E402
 
 # ISIC challenge column names of the nine classes.
 ISIC_COLUMNS = {

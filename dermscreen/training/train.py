@@ -24,10 +24,11 @@ from sklearn.model_selection import train_test_split
 
 from dermscreen.bundle import MELANOMA, save_bundle, softmax, to_model_input
 from dermscreen.config import Config
+from dermscreen.measured import fmt
 from dermscreen.training.audit import read_reference
 from dermscreen.training.calibration import fit_temperature, threshold_for_sensitivity
 from dermscreen.training.datasets import CLASSES, class_counts, read_datasets
-from dermscreen.training.metrics import fmt, screening_metrics
+from dermscreen.training.metrics import screening_metrics
 from dermscreen.training.rebalance import augmentor_rebalance, keras_augmentation
 from dermscreen.training.report import plot_training_curves
 from dermscreen.training.splits import clean_records, group_ids, grouped_split

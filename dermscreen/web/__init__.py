@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Flask
 
 from dermscreen.config import Config
+from dermscreen.measured import fmt
 from dermscreen.web.extensions import csrf, database, login_manager
 
 
@@ -26,6 +27,7 @@ def create_app(config: Config | None = None) -> Flask:
     database.init_app(app, config.database_url)
     login_manager.init_app(app)
     csrf.init_app(app)
+    app.add_template_filter(fmt, "measured")  # a metric with its 95% interval, as model cards write it
 
     from dermscreen.web import admin, api, auth, pages
     from dermscreen.web.api import errors as api_errors

@@ -346,8 +346,8 @@ def test_admin_manages_hospitals_users_tokens_and_models(sign_in, make_user, ses
     models_page = admin.get("/admin/models").text
     assert "active</span>" in models_page
     # what each version measured, with its intervals; the first bundle recorded nothing
-    assert ("<strong>isic2017_test</strong> (600 images, 117 melanomas): melanoma AUC 0.822 (0.772&ndash;0.866),"
-            " sensitivity 0.744 (0.658&ndash;0.814), specificity 0.766 (0.726&ndash;0.802)") in models_page
+    assert ("<strong>isic2017_test</strong> (600 images, 117 melanomas): melanoma AUC 0.822 (0.772-0.866),"
+            " sensitivity 0.744 (0.658-0.814), specificity 0.766 (0.726-0.802)") in models_page
     assert "nothing recorded in the bundle" in models_page
     assert "melanoma AUC n/a, sensitivity n/a, specificity 0.900</li>" in models_page
     with sessions() as session:

@@ -46,12 +46,12 @@ from PIL import Image
 
 from dermscreen.bundle import load_bundle, save_bundle, to_model_input, write_metadata
 from dermscreen.config import Config
+from dermscreen.measured import fmt
 from dermscreen.training.audit import read_reference, with_hashes
 from dermscreen.training.datasets import (
     CLASSES, acquisition, class_counts, read_dataset, sources_within_collections,
 )
 from dermscreen.training.features import CacheSpec, augmentor_pipeline, cache_features, load_cache
-from dermscreen.training.metrics import fmt
 from dermscreen.training.operating_point import (
     CLASS_INDEX, calibrate_bundle, calibrated_metrics, calibration_lines, collection_aucs,
 )
