@@ -83,10 +83,24 @@ def bundle_path(version: ModelVersion, config: Config) -> Path:
     return Path(version.path)
 
 
+def operating_curve(version: ModelVersion) -> dict:
+    """The validation curve ``version``'s bundle recorded to choose alert thresholds from:
+    ``{"data": what it was measured on, "points": [...]}`` as ``Bundle.operating_curve`` reads
+    them; empty for bundles that recorded none."""
+    return version.card.get("operating_curve") or {}
+
+
+def review_threshold(version: ModelVersion) -> float | None:
+    """The review tier's threshold ``version`` ships (below its alert threshold); None for
+    bundles without a review tier."""
+    return (version.card.get("output") or {}).get("review_threshold")
+
+
 def validation_operating_points(version: ModelVersion) -> list[dict]:
     """The alert thresholds that ``version``'s bundle measured on its validation images: the one
     it ships and the alternative it recorded (``collections_alone``), each with the melanoma
-    sensitivity and specificity there; empty when the bundle recorded none."""
+    sensitivity and specificity there; empty when the bundle recorded none. (What bundles
+    without an ``operating_curve`` offer to choose from.)"""
     validation = (version.card.get("metrics") or {}).get("validation") or {}
     points = []
     if validation.get("sensitivity") is not None:

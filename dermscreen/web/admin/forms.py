@@ -12,10 +12,15 @@ MIN_PASSWORD = 12
 EMAIL = Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Enter an email address.")
 
 
-class HospitalSettingsForm(FlaskForm):
+class ThresholdForm(FlaskForm):
+    """A hospital's alert threshold alone (the validation curve page's buttons submit it)."""
+
     alert_threshold = FloatField(
         "Alert threshold (melanoma probability; empty: the model's calibrated threshold)",
         validators=[Optional(), NumberRange(0.0, 1.0)])
+
+
+class HospitalSettingsForm(ThresholdForm):
     webhook_url = URLField("Webhook URL for alerts (optional)",
                            validators=[Optional(), Length(max=500)])
 

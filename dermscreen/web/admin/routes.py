@@ -13,9 +13,12 @@ from dermscreen.db import audit
 from dermscreen.db.screening import ModelVersion
 from dermscreen.db.tenancy import ApiToken, Hospital, Role, User
 from dermscreen.web.admin import bp
-from dermscreen.web.admin.forms import HospitalForm, HospitalSettingsForm, ModelForm, TokenForm, UserForm
+from dermscreen.web.admin.curve import Mark, choices, curve_svg, read_off
+from dermscreen.web.admin.forms import (HospitalForm, HospitalSettingsForm, ModelForm, ThresholdForm,
+                                        TokenForm, UserForm)
 from dermscreen.web.auth.access import role_required
 from dermscreen.web.extensions import database
+from dermscreen.worker.alerting import alert_threshold
 
 admin_only = role_required(Role.ADMIN)
 
@@ -73,11 +76,62 @@ def hospitals():
             return redirect(url_for("admin.hospitals"), code=303)
     elif form.errors:
         status = 400
+    hospitals = _hospitals()
     settings = {hospital.id: HospitalSettingsForm(obj=hospital, prefix=f"h{hospital.id}")
-                for hospital in _hospitals()}
+                for hospital in hospitals}
     active = _active_version()
-    return render_template("admin/hospitals.html", form=form, hospitals=_hospitals(), settings=settings,
-                           active=active, points=registry.validation_operating_points(active)), status
+    curve = registry.operating_curve(active).get("points")
+    # what each hospital can expect at the threshold in force, read off the validation curve
+    expected = {hospital.id: read_off(curve, alert_threshold(hospital, active))
+                for hospital in hospitals} if curve else {}
+    return render_template("admin/hospitals.html", form=form, hospitals=hospitals, settings=settings,
+                           active=active, curve=curve, expected=expected,
+                           points=[] if curve else registry.validation_operating_points(active)), status
+
+
+def _marks(hospital: Hospital, version: ModelVersion) -> list[Mark]:
+    """The thresholds drawn on ``version``'s curve: its shipped alert threshold first, its review
+    threshold, and the hospital's own when it was set for ``version``."""
+    marks = [Mark("shipped alert", version.alert_threshold, "shipped")]
+    review = registry.review_threshold(version)
+    if review is not None:
+        marks.append(Mark("review", review, "review"))
+    if hospital.alert_threshold is not None and hospital.alert_threshold_version_id == version.id:
+        marks.append(Mark(hospital.name, hospital.alert_threshold, "hospital"))
+    return marks
+
+
+@bp.route("/hospitals/<int:hospital_id>/threshold", methods=["GET", "POST"])
+@admin_only
+def hospital_threshold(hospital_id: int):
+    """The active version's validation curve, and a hospital's alert threshold picked from it."""
+    hospital = database.session.get(Hospital, hospital_id) or abort(404)
+    active = _active_version()
+    form = ThresholdForm()
+    if form.validate_on_submit():
+        def setting() -> dict:
+            return {"alert_threshold": hospital.alert_threshold,
+                    "alert_threshold_version_id": hospital.alert_threshold_version_id}
+
+        before = setting()
+        accounts.set_alert_threshold(hospital, form.alert_threshold.data, active)
+        _record("update", hospital, before=before, after=setting())
+        database.session.commit()
+        chosen = ("the model's own" if hospital.alert_threshold is None
+                  else f"{hospital.alert_threshold:.4f}")
+        flash(f"{hospital.name} alerts at {chosen} with {active.version}.", "success")
+        return redirect(url_for("admin.hospital_threshold", hospital_id=hospital.id), code=303)
+    curve = registry.operating_curve(active)
+    points, marks = curve.get("points"), _marks(hospital, active)
+    review = registry.review_threshold(active)
+    in_force = alert_threshold(hospital, active)
+    title = (f"Expected melanoma sensitivity and share of images alerted by alert threshold, "
+             f"{active.version}, {curve.get('data', 'validation images')}")
+    return render_template(
+        "admin/threshold.html", hospital=hospital, active=active, form=form, curve=curve,
+        in_force=in_force, review=review, expected=read_off(points, in_force) if points else None,
+        chart=curve_svg(points, marks, title) if points else None,
+        rows=choices(points, marks) if points else []), 400 if form.errors else 200
 
 
 @bp.route("/hospitals/<int:hospital_id>", methods=["POST"])
