@@ -4,8 +4,11 @@ Used by the API, by ``dermscreen screen --json`` and by the pages::
 
     summary = batch_summary(session, batch)
     summaries = hospital_batches(session, hospital_id, limit=100, offset=0)  # newest first
-    rows = batch_results(session, batch)     # flagged first, then by melanoma probability
+    rows = batch_results(session, batch)     # by tier (alert, review, none), then probability
     text = results_csv(rows)
+
+An image the model's gate stops has status ``unassessable``, its reason in ``error``, and no
+probability or tier; the summary counts it apart from the done and failed ones.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from dermscreen.db.screening import Batch, Image, Prediction
+from dermscreen.tiers import TIERS
 
 RESULT_COLUMNS = ["image_id", "image", "status", "melanoma_probability", "diagnosis",
-                  "probabilities", "flagged", "error"]
+                  "probabilities", "flagged", "tier", "error"]
 
 
 def isoformat(moment: datetime | None) -> str | None:
@@ -34,7 +38,7 @@ def isoformat(moment: datetime | None) -> str | None:
 
 def batch_summary(session: Session, batch: Batch) -> dict:
     """Status, counts and progress (0 to 1) of a batch, read from its counters (load it fresh)."""
-    finished = batch.done_images + batch.failed_images
+    finished = batch.done_images + batch.failed_images + batch.unassessable_images
     return {
         "id": batch.id,
         "status": batch.status.value,
@@ -45,6 +49,7 @@ def batch_summary(session: Session, batch: Batch) -> dict:
             "total": batch.total_images,
             "done": batch.done_images,
             "failed": batch.failed_images,
+            "unassessable": batch.unassessable_images,
             "flagged": batch.flagged_images,
             "pending": max(batch.total_images - finished, 0),
         },
@@ -81,17 +86,20 @@ def result_row(image: Image) -> dict:
         "diagnosis": prediction.diagnosis if prediction else None,
         "probabilities": prediction.probabilities if prediction else None,
         "flagged": prediction.flagged if prediction else False,
+        "tier": prediction.tier if prediction else None,
         "error": image.error,
     }
 
 
 def _order(row: dict):
-    probability = row["melanoma_probability"]
-    return (not row["flagged"], probability is None, -(probability or 0.0), row["image"])
+    """Alert, review, none, then the unscored; by melanoma probability within each, then name."""
+    rank = TIERS.index(row["tier"]) if row["tier"] else len(TIERS)
+    return (rank, -(row["melanoma_probability"] or 0.0), row["image"])
 
 
 def batch_results(session: Session, batch: Batch) -> list[dict]:
-    """One row per image of ``batch`` (keys: RESULT_COLUMNS), flagged first, then by probability."""
+    """One row per image of ``batch`` (keys: RESULT_COLUMNS): the alert tier (flagged) first,
+    then review, then none, then the images without a score; by probability within each."""
     images = session.scalars(
         select(Image).where(Image.batch_id == batch.id)
         .options(selectinload(Image.predictions).selectinload(Prediction.model_version))
@@ -110,6 +118,7 @@ def image_result(session: Session, image: Image) -> dict:
         height=image.height,
         model_version=prediction.model_version.version if prediction else None,
         threshold=prediction.threshold if prediction else None,
+        review_threshold=prediction.review_threshold if prediction else None,
     )
     return row
 

@@ -34,8 +34,11 @@ TEST_PASSWORD = "correct horse battery staple"
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
-    """A tiny model bundle (see tests/factories.py): red images score high, blue low."""
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny")
+    """A tiny model bundle (see tests/factories.py) as the service runs one: red images score in
+    the alert tier (0.5), purple in the review tier (0.2), blue in neither; its quality gate
+    stops plain, black, white and tiny images."""
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny", review_threshold=0.2,
+                            gate=True)
 
 
 @pytest.fixture(scope="session")
@@ -192,17 +195,22 @@ def make_token(sessions, make_hospital):
 
 @pytest.fixture
 def make_scored_batch(sessions, make_hospital):
-    """``make_scored_batch(hospital=None, scores={"a.jpg": 0.9, "b.jpg": None}, threshold=0.5)``.
+    """``make_scored_batch(hospital=None, scores={"a.jpg": 0.9, "b.jpg": None}, threshold=0.5,
+    review_threshold=None)``.
 
     Inserts a finished batch as the worker would leave it: one image per name, a prediction of
-    the active model version for each score (None: a failed image, no prediction), and a pending
-    alert for each flagged one. Returns a SimpleNamespace(batch, images, predictions, alerts).
+    the active model version for each score (None: a failed image, no prediction) in its tier
+    (no review tier when ``review_threshold`` is None), and a pending alert for each flagged one.
+    Returns a SimpleNamespace(batch, images, predictions, alerts).
     """
     from dermscreen.db import (Alert, Batch, BatchStatus, Image, ImageStatus, ModelVersion,
                                Prediction)
+    from dermscreen.tiers import ALERT, tier
     from tests.factories import CLASSES
 
-    def make(hospital=None, scores: dict | None = None, threshold: float = 0.5):
+    def make(hospital=None, scores: dict | None = None, threshold: float = 0.5,
+             review_threshold: float | None = None):
+        review = threshold if review_threshold is None else review_threshold
         hospital = hospital or make_hospital()
         scores = scores if scores is not None else {"red.jpg": 0.9, "blue.jpg": 0.1}
         with sessions.begin() as session:
@@ -228,11 +236,13 @@ def make_scored_batch(sessions, make_hospital):
                     continue
                 rest = (1 - score) / (len(CLASSES) - 1)
                 probabilities = {name: (score if name == "melanoma" else rest) for name in CLASSES}
+                level = tier(score, threshold, review)
                 prediction = Prediction(
                     image_id=image.id, model_version_id=version.id, probabilities=probabilities,
                     melanoma_probability=score,
                     diagnosis=max(probabilities, key=probabilities.get),
-                    threshold=threshold, flagged=score >= threshold)
+                    threshold=threshold, review_threshold=review, tier=level,
+                    flagged=level == ALERT)
                 session.add(prediction)
                 session.flush()
                 made.predictions.append(prediction)

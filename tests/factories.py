@@ -1,7 +1,10 @@
 """Things tests make for themselves: images and a tiny model bundle whose answers are known.
 
 The tiny bundle scores an image by its colour: the melanoma logit grows with mean redness
-(red minus blue), so a red image is flagged and a blue one is not. Tests never read ../shared.
+(red minus blue), so a red image is flagged (alert tier), a purple one is in the review tier and a
+blue one in neither. With ``gate=True`` it carries a gate of image-quality checks alone
+(``QUALITY_GATE``), which stops uniform, dark, bright and tiny images and lets the noisy
+synthetic lesions through. Tests never read ../shared.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ CLASSES = [
     "vascular lesion",
 ]
 RED = (200, 40, 40)
+PURPLE = (160, 40, 100)
 BLUE = (40, 40, 200)
+# A gate of quality checks alone (dermscreen.gate): no detectors, so no gate.npz.
+QUALITY_GATE = {
+    "quality": {"min_side": 16, "min_brightness": 20.0, "max_brightness": 240.0,
+                "max_flat_share": 0.9, "min_sharpness": 5.0},
+    "detectors": {},
+}
 
 
 def lesion_image(color=RED, size=(64, 64), seed: int = 0) -> Image.Image:
@@ -46,8 +56,30 @@ def image_bytes(image: Image.Image, format: str = "JPEG", **params) -> bytes:
     return buffer.getvalue()
 
 
-def make_tiny_bundle(path: Path, threshold: float = 0.5, with_onnx: bool = False) -> Path:
-    """Build and save a bundle whose melanoma probability follows the image's redness."""
+def plain_image(color, size=(64, 64)) -> Image.Image:
+    """An image of one colour, no noise: what a gate must stop."""
+    return Image.new("RGB", (size[1], size[0]), color)
+
+
+def gated_images() -> dict[str, tuple[bytes, str]]:
+    """The images ``QUALITY_GATE`` must stop, by file name, with the reason it gives: a uniform
+    grey image, an all-black and an all-white frame, and an 8x8 image."""
+    return {
+        "grey.png": (image_bytes(plain_image((128, 128, 128)), "PNG"),
+                     "mostly a uniform field: 100% of the image is flat"),
+        "black.jpg": (image_bytes(plain_image((0, 0, 0))), "too dark: mean brightness 0 of 255"),
+        "white.jpg": (image_bytes(plain_image((255, 255, 255))),
+                      "too bright: mean brightness 255 of 255"),
+        "tiny.png": (image_bytes(lesion_image(RED, size=(8, 8)), "PNG"),
+                     "too small: 8x8 px, the gate needs at least 16 px on the shorter side"),
+    }
+
+
+def make_tiny_bundle(path: Path, threshold: float = 0.5, with_onnx: bool = False,
+                     review_threshold: float | None = None, gate: bool = False) -> Path:
+    """Build and save a bundle whose melanoma probability follows the image's redness, with an
+    alert ``threshold``, a ``review_threshold`` (none: no review tier) and, with ``gate``,
+    ``QUALITY_GATE``."""
     import keras
 
     from dermscreen.bundle import save_bundle
@@ -70,6 +102,10 @@ def make_tiny_bundle(path: Path, threshold: float = 0.5, with_onnx: bool = False
         "output": {"classes": CLASSES, "alert_threshold": threshold, "temperature": 1.0},
         "metrics": {},
     }
+    if review_threshold is not None:
+        metadata["output"]["review_threshold"] = review_threshold
+    if gate:
+        metadata["gate"] = QUALITY_GATE
     onnx_bytes = None
     if with_onnx:
         from dermscreen.training.onnx_export import export_onnx

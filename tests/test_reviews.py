@@ -43,6 +43,7 @@ def scored(sessions, config, tmp_path, make_hospital, make_user):
                                    probabilities={"melanoma": probability},
                                    melanoma_probability=probability,
                                    diagnosis="melanoma" if flagged else "nevus", threshold=0.5,
+                                   review_threshold=0.5, tier="alert" if flagged else "none",
                                    flagged=flagged))
             if decision is not None:
                 session.add(Review(image_id=image.id, reviewer_id=reviewer.id,

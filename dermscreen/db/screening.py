@@ -5,24 +5,26 @@ from __future__ import annotations
 import enum
 from typing import Optional
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from dermscreen.db.base import Base, created, intpk, str_enum, timestamp, uidpk
+from dermscreen.tiers import TIERS
 
 
 class BatchStatus(str, enum.Enum):
     RECEIVED = "received"      # upload stored, not yet unpacked
     PROCESSING = "processing"  # images extracted and queued for inference
-    DONE = "done"              # every image done or failed
+    DONE = "done"              # every image done, failed or unassessable
     FAILED = "failed"          # the upload itself was refused (malformed archive, ...)
 
 
 class ImageStatus(str, enum.Enum):
     RECEIVED = "received"
     QUEUED = "queued"
-    DONE = "done"
-    FAILED = "failed"
+    DONE = "done"                  # scored: it has a prediction
+    FAILED = "failed"              # not a readable image (the reason in ``error``)
+    UNASSESSABLE = "unassessable"  # stopped by the model's gate (the reason in ``error``)
 
 
 class ModelVersion(Base):
@@ -54,6 +56,7 @@ class Batch(Base):
     total_images: Mapped[int] = mapped_column(default=0)
     done_images: Mapped[int] = mapped_column(default=0)
     failed_images: Mapped[int] = mapped_column(default=0)
+    unassessable_images: Mapped[int] = mapped_column(default=0)
     flagged_images: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[created]
     completed_at: Mapped[Optional[timestamp]]
@@ -90,7 +93,11 @@ class Prediction(Base):
     """One model version's scores for one image; written idempotently (unique on the pair)."""
 
     __tablename__ = "predictions"
-    __table_args__ = (UniqueConstraint("image_id", "model_version_id"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "model_version_id"),
+        CheckConstraint("tier IN ({})".format(", ".join(f"'{tier}'" for tier in TIERS)),
+                        name="tier"),
+    )
 
     id: Mapped[intpk]
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
@@ -99,7 +106,9 @@ class Prediction(Base):
     melanoma_probability: Mapped[float]
     diagnosis: Mapped[str] = mapped_column(String(100))  # most probable class
     threshold: Mapped[float]  # the alert threshold in force when it was scored
-    flagged: Mapped[bool]
+    review_threshold: Mapped[float]  # the review threshold in force when it was scored
+    tier: Mapped[str] = mapped_column(String(16))  # alert, review or none (dermscreen.tiers)
+    flagged: Mapped[bool]  # exactly the alert tier: it raised an alert
     created_at: Mapped[created]
 
     image: Mapped[Image] = relationship(back_populates="predictions")

@@ -1,5 +1,9 @@
 """The alert policy and the outbox: which predictions alert, and whom each alert goes to.
 
+A prediction's tier (``dermscreen.tiers``) is ``alert`` at or above the alert threshold (the
+hospital's or the model version's), ``review`` at or above the version's review threshold, else
+``none``; only the alert tier is flagged and alerts.
+
 An alert and its deliveries are written in the transaction that writes the prediction, so an
 alert exists exactly when its flagged prediction does; the notifier sends the deliveries later.
 Dedupe keys (image + model version; alert + channel + target) are unique in the database.
@@ -29,6 +33,13 @@ def alert_threshold(hospital: Hospital, version: ModelVersion) -> float:
     if hospital.alert_threshold is not None and hospital.alert_threshold_version_id == version.id:
         return hospital.alert_threshold
     return version.alert_threshold
+
+
+def review_threshold(version: ModelVersion) -> float:
+    """The threshold of ``version``'s review tier (listed, no alert), from its bundle's metadata;
+    its alert threshold for a bundle without a review tier. Hospitals do not change it."""
+    output = version.card.get("output") or {}
+    return float(output.get("review_threshold", version.alert_threshold))
 
 
 def alert_dedupe_key(image_id: str, version_id: int) -> str:

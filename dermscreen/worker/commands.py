@@ -16,22 +16,27 @@ from pathlib import Path
 import click
 
 from dermscreen.config import Config
+from dermscreen.tiers import REVIEW
 from dermscreen.worker import queues
 
 
 def format_table(report: dict) -> str:
-    """The results as a fixed-width table, flagged images first."""
-    lines = [f"{'image':40} {'status':7} {'melanoma':>8} {'flag':4}  diagnosis / error"]
+    """The results as a fixed-width table (alert tier first, then review, then the rest), and
+    the batch's counts."""
+    lines = [f"{'image':40} {'status':12} {'melanoma':>8} {'tier':6}  diagnosis / error"]
     for row in report["results"]:
         probability = row["melanoma_probability"]
         lines.append(
-            f"{row['image'][-40:]:40} {row['status']:7} "
+            f"{row['image'][-40:]:40} {row['status']:12} "
             f"{'' if probability is None else f'{probability:.3f}':>8} "
-            f"{'YES' if row['flagged'] else '':4}  {row['diagnosis'] or row['error'] or ''}"
+            f"{row['tier'] or '':6}  "
+            f"{row['diagnosis'] or row['error'] or ''}"
         )
     counts = report["summary"]["counts"]
+    review = sum(row["tier"] == REVIEW for row in report["results"])
     lines.append(f"\nbatch {report['batch']}: {counts['total']} images, {counts['done']} scored, "
-                 f"{counts['failed']} failed, {counts['flagged']} flagged for melanoma review")
+                 f"{counts['failed']} failed, {counts['unassessable']} cannot be assessed; "
+                 f"{counts['flagged']} flagged (alert tier), {review} in the review tier")
     return "\n".join(lines)
 
 

@@ -40,7 +40,7 @@ from dermscreen.worker.notifier import DeliveryFailed
 LOCAL_HOSPITAL = "Local screening"
 # The keys of each result that `dermscreen screen --json` prints.
 RESULT_KEYS = ("image", "status", "melanoma_probability", "diagnosis", "probabilities", "flagged",
-               "error")
+               "tier", "error")
 log = logging.getLogger(__name__)
 
 

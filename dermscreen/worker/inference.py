@@ -1,4 +1,5 @@
-"""Inference on a chunk of images: one batched forward pass, idempotent writes, alerts, counters.
+"""Inference on a chunk of images: the bundle's gate, one batched forward pass, idempotent
+writes, alerts, counters.
 
     bundle = worker_bundle(str(bundle_path(version, config)))   # once per worker process
     with sessions.begin() as session:
@@ -7,10 +8,13 @@
 
 A chunk can be run twice (a worker killed before acknowledging it, a duplicate message): only
 images still ``queued`` are scored, predictions are inserted ``ON CONFLICT DO NOTHING`` on (image,
-model version), an image moves to done/failed only from queued, and the batch counters grow by
-the images this run moved. So nothing is lost, and nothing is counted or alerted twice. A rerun
-also hands back the unsent deliveries and missing heatmaps of images already done, in case the
-first run died after its commit but before its messages.
+model version), an image moves to done/failed/unassessable only from queued, and the batch
+counters grow by the images this run moved. So nothing is lost, and nothing is counted or alerted
+twice. A rerun also hands back the unsent deliveries and missing heatmaps of images already done,
+in case the first run died after its commit but before its messages.
+
+An image the bundle's gate stops (``Bundle.screen``: not dermoscopy, or unusable) becomes
+``unassessable`` with the gate's reason in ``error``: no prediction, no tier, no alert.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ import numpy as np
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
-from dermscreen.bundle import Bundle, load_bundle, to_model_input
+from dermscreen.bundle import Bundle, Screening, load_bundle
 from dermscreen.config import Config
 from dermscreen.db.alerts import Alert, Delivery, DeliveryStatus
 from dermscreen.db.base import utcnow
 from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus, ModelVersion, Prediction
 from dermscreen.db.tenancy import Hospital
 from dermscreen.registry import register_loaded
-from dermscreen.worker.alerting import alert_threshold, dialect_insert, raise_alert
+from dermscreen.tiers import ALERT, tier
+from dermscreen.worker.alerting import (alert_threshold, dialect_insert, raise_alert,
+                                        review_threshold)
 
 
 @lru_cache(maxsize=2)
@@ -45,6 +51,7 @@ class ChunkOutcome:
 
     done: int = 0
     failed: int = 0
+    unassessable: int = 0
     flagged_image_ids: list[str] = field(default_factory=list)
     delivery_ids: list[int] = field(default_factory=list)
 
@@ -53,6 +60,7 @@ class ChunkOutcome:
 class _Counts:
     done: int = 0
     failed: int = 0
+    unassessable: int = 0
     flagged: int = 0
 
 
@@ -66,16 +74,19 @@ def _finish_image(session: Session, image: Image, status: ImageStatus, error: st
 
 
 def _insert_prediction(session: Session, image: Image, version: ModelVersion, bundle: Bundle,
-                       probabilities: np.ndarray, threshold: float) -> tuple[int | None, bool]:
+                       probabilities: np.ndarray, threshold: float,
+                       review: float) -> tuple[int | None, bool]:
+    """Insert the prediction unless this (image, version) has one; (its id or None, flagged)."""
     melanoma = float(probabilities[bundle.melanoma_index])
-    flagged = melanoma >= threshold
+    level = tier(melanoma, threshold, review)
+    flagged = level == ALERT
     prediction_id = session.execute(
         dialect_insert(session, Prediction)
         .values(image_id=image.id, model_version_id=version.id,
                 probabilities={name: float(p) for name, p in zip(bundle.classes, probabilities)},
                 melanoma_probability=melanoma,
                 diagnosis=bundle.classes[int(np.argmax(probabilities))],
-                threshold=threshold, flagged=flagged)
+                threshold=threshold, review_threshold=review, tier=level, flagged=flagged)
         .on_conflict_do_nothing(index_elements=["image_id", "model_version_id"])
         .returning(Prediction.id)
     ).scalar()
@@ -89,13 +100,14 @@ def _update_batches(session: Session, counts: dict[str, _Counts]) -> None:
             update(Batch).where(Batch.id == batch_id)
             .values(done_images=Batch.done_images + count.done,
                     failed_images=Batch.failed_images + count.failed,
+                    unassessable_images=Batch.unassessable_images + count.unassessable,
                     flagged_images=Batch.flagged_images + count.flagged)
             .execution_options(synchronize_session=False)
         )
         session.execute(
             update(Batch).where(and_(Batch.id == batch_id, Batch.status == BatchStatus.PROCESSING,
                                      Batch.done_images + Batch.failed_images
-                                     >= Batch.total_images))
+                                     + Batch.unassessable_images >= Batch.total_images))
             .values(status=BatchStatus.DONE, completed_at=utcnow())
             .execution_options(synchronize_session=False)
         )
@@ -118,9 +130,26 @@ def _unsent_follow_ups(session: Session, image_ids: list[str]) -> ChunkOutcome:
     return outcome
 
 
+def _screen(session: Session, bundle: Bundle, images: list[Image],
+            counts: dict[str, _Counts], outcome: ChunkOutcome) -> list[tuple[Image, Screening]]:
+    """Decode and screen the images; an unreadable one is failed here. (image, screening) for
+    the others."""
+    readable, prepared = [], []
+    for image in images:
+        try:
+            prepared.append(bundle.prepare(image.stored_path))
+            readable.append(image)
+        except (OSError, ValueError) as error:
+            if _finish_image(session, image, ImageStatus.FAILED, f"unreadable in store: {error}"):
+                counts.setdefault(image.batch_id, _Counts()).failed += 1
+                outcome.failed += 1
+    return list(zip(readable, bundle.screen(prepared)))
+
+
 def predict_chunk(session: Session, config: Config, bundle: Bundle,
                   image_ids: list[str]) -> ChunkOutcome:
-    """Score the still-queued images among ``image_ids`` and write predictions and alerts.
+    """Screen the still-queued images among ``image_ids``; write the predictions and alerts of
+    those the gate lets through, and the gate's reason for the others.
 
     The caller commits, then enqueues the outcome's deliveries and heatmaps.
     """
@@ -131,23 +160,20 @@ def predict_chunk(session: Session, config: Config, bundle: Bundle,
     if not images:
         return outcome
     version = register_loaded(session, bundle)  # the version that really scores
+    review = review_threshold(version)
     counts: dict[str, _Counts] = {}
-    readable, arrays = [], []
-    for image in images:
-        try:
-            arrays.append(to_model_input(image.stored_path, bundle.input_size))
-            readable.append(image)
-        except (OSError, ValueError) as error:
-            if _finish_image(session, image, ImageStatus.FAILED, f"unreadable in store: {error}"):
-                counts.setdefault(image.batch_id, _Counts()).failed += 1
-                outcome.failed += 1
-    probabilities = bundle.predict(np.stack(arrays)) if arrays else []
     hospitals: dict[int, Hospital] = {}
-    for image, scores in zip(readable, probabilities):
+    for image, screening in _screen(session, bundle, images, counts, outcome):
+        if screening.unassessable:
+            if _finish_image(session, image, ImageStatus.UNASSESSABLE, screening.unassessable):
+                counts.setdefault(image.batch_id, _Counts()).unassessable += 1
+                outcome.unassessable += 1
+            continue
         hospital = hospitals.get(image.hospital_id) or session.get(Hospital, image.hospital_id)
         hospitals[hospital.id] = hospital
-        prediction_id, flagged = _insert_prediction(session, image, version, bundle, scores,
-                                                    alert_threshold(hospital, version))
+        prediction_id, flagged = _insert_prediction(session, image, version, bundle,
+                                                    screening.probabilities,
+                                                    alert_threshold(hospital, version), review)
         if prediction_id is None or not _finish_image(session, image, ImageStatus.DONE, None):
             continue  # another run of this chunk wrote it first
         count = counts.setdefault(image.batch_id, _Counts())

@@ -5,6 +5,7 @@ from contextlib import nullcontext
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from dermscreen.db import Base
 from dermscreen.db.migrate import alembic_config, check, upgrade
@@ -46,3 +47,47 @@ def test_a_threshold_set_before_0003_is_kept_for_the_active_model(backend, tmp_p
                 "SELECT name, alert_threshold_version_id FROM hospitals")).all())
         engine_for(url).dispose()
     assert rows == {"own": 2, "default": None}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def test_predictions_before_0004_get_their_tier_and_0005_admits_unassessable_images(
+        backend, tmp_path):
+    """Revision 0004 gives each older prediction the tier its flag meant (alert or none, at its
+    own threshold); 0005 lets an image be unassessable, in tables that other rows point at."""
+    context = (nullcontext(f"sqlite:///{tmp_path / 'old.db'}") if backend == "sqlite"
+               else throwaway_postgres("dermscreen_mig", revision="0003"))
+    with context as url:
+        upgrade(url, "0003")
+        with engine_for(url).begin() as connection:
+            connection.execute(text(
+                "INSERT INTO hospitals (id, name, created_at) VALUES (1, 'h', CURRENT_TIMESTAMP)"))
+            connection.execute(text(
+                "INSERT INTO model_versions (id, version, path, classes, alert_threshold, card,"
+                " active, created_at) VALUES (1, 'v1', 'x', '[]', 0.5, '{}', TRUE,"
+                " CURRENT_TIMESTAMP)"))
+            connection.execute(text(
+                "INSERT INTO batches (id, hospital_id, status, upload_dir, total_images,"
+                " done_images, failed_images, flagged_images, created_at) VALUES"
+                " ('b', 1, 'done', 'x', 2, 2, 0, 1, CURRENT_TIMESTAMP)"))
+            for image_id, flagged in (("red", True), ("blue", False)):
+                connection.execute(text(
+                    "INSERT INTO images (id, batch_id, hospital_id, original_name, status,"
+                    " created_at) VALUES (:id, 'b', 1, :id, 'done', CURRENT_TIMESTAMP)"),
+                    {"id": image_id})
+                connection.execute(text(
+                    "INSERT INTO predictions (image_id, model_version_id, probabilities,"
+                    " melanoma_probability, diagnosis, threshold, flagged, created_at) VALUES"
+                    " (:id, 1, '{}', 0.3, 'nevus', 0.25, :flagged, CURRENT_TIMESTAMP)"),
+                    {"id": image_id, "flagged": flagged})
+        upgrade(url)
+        with engine_for(url).begin() as connection:
+            tiers = connection.execute(text(
+                "SELECT image_id, tier, review_threshold FROM predictions")).all()
+            counters = connection.execute(text(
+                "SELECT unassessable_images FROM batches")).scalars().all()
+            connection.execute(text("UPDATE images SET status = 'unassessable' WHERE id = 'blue'"))
+        with pytest.raises(IntegrityError), engine_for(url).begin() as connection:
+            connection.execute(text("UPDATE images SET status = 'lost' WHERE id = 'blue'"))
+        engine_for(url).dispose()
+    assert sorted(tiers) == [("blue", "none", 0.25), ("red", "alert", 0.25)]
+    assert counters == [0]

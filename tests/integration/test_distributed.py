@@ -92,7 +92,8 @@ def test_archive_over_http_is_scored_stored_and_alerted_exactly_once(
 
     summary = wait_batch_done(http, tenants["token_a"], batch_id)
 
-    assert summary["counts"] == {"total": 5, "done": 5, "failed": 0, "flagged": 3, "pending": 0}
+    assert summary["counts"] == {"total": 5, "done": 5, "failed": 0, "unassessable": 0,
+                                 "flagged": 3, "pending": 0}
     rows = api(http, tenants["token_a"], "GET", f"/batches/{batch_id}/results").json()["results"]
     flagged = {row["image"] for row in rows if row["flagged"]}
     assert flagged == {"visit/red1.jpg", "visit/red2.jpg", "single.jpg"}
@@ -259,7 +260,8 @@ def test_beat_reconciler_sends_a_lost_delivery_and_celery_retries_a_failed_attem
             prediction = Prediction(
                 image_id=image.id, model_version_id=version.id,
                 probabilities={name: 1 / len(CLASSES) for name in CLASSES},
-                melanoma_probability=0.9, diagnosis="melanoma", threshold=0.5, flagged=True)
+                melanoma_probability=0.9, diagnosis="melanoma", threshold=0.5,
+                review_threshold=0.2, tier="alert", flagged=True)
             session.add(prediction)
             session.flush()
             alert = Alert(hospital_id=hospital.id, image_id=image.id, prediction_id=prediction.id,

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from dermscreen.db import Alert, AlertStatus, AuditEntry, Batch, ModelVersion, Prediction
 from dermscreen.results import RESULT_COLUMNS
+from tests.factories import BLUE, PURPLE, RED, gated_images, image_bytes, lesion_image
 
 
 def auth(plaintext: str) -> dict:
@@ -21,7 +22,7 @@ def scored(make_hospital, make_token, make_scored_batch):
     hospital = make_hospital()
     token, plaintext = make_token(hospital)
     made = make_scored_batch(hospital, {"b.jpg": 0.2, "a.jpg": 0.97, "broken.jpg": None,
-                                        "c.jpg": 0.6, "d.jpg": 0.05})
+                                        "c.jpg": 0.6, "d.jpg": 0.05}, review_threshold=0.15)
     made.token, made.headers = token, auth(plaintext)
     return made
 
@@ -30,7 +31,8 @@ def test_batch_progress_comes_from_the_counters(client, sessions, scored):
     url = f"/api/v1/batches/{scored.batch.id}"
     body = client.get(url, headers=scored.headers).json
     assert body["status"] == "done"
-    assert body["counts"] == {"total": 5, "done": 4, "failed": 1, "flagged": 2, "pending": 0}
+    assert body["counts"] == {"total": 5, "done": 4, "failed": 1, "unassessable": 0, "flagged": 2,
+                              "pending": 0}
     assert body["progress"] == 1.0
     with sessions.begin() as session:  # the worker has only finished 2 of 5
         batch = session.get(Batch, scored.batch.id)
@@ -39,11 +41,13 @@ def test_batch_progress_comes_from_the_counters(client, sessions, scored):
     assert body["counts"]["pending"] == 3 and body["progress"] == 0.4
 
 
-def test_results_json_lists_flagged_first_then_by_probability(client, scored):
+def test_results_json_lists_by_tier_then_by_probability(client, scored):
     response = client.get(f"/api/v1/batches/{scored.batch.id}/results", headers=scored.headers)
     assert response.status_code == 200
     rows = response.json["results"]
     assert [row["image"] for row in rows] == ["a.jpg", "c.jpg", "b.jpg", "d.jpg", "broken.jpg"]
+    assert [(row["tier"], row["flagged"]) for row in rows] == [
+        ("alert", True), ("alert", True), ("review", False), ("none", False), (None, False)]
     assert all(set(row) == set(RESULT_COLUMNS) for row in rows)
     top = rows[0]
     assert top["flagged"] is True and top["diagnosis"] == "melanoma"
@@ -64,6 +68,9 @@ def test_results_csv(client, scored, query, headers):
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert [row["image"] for row in rows] == ["a.jpg", "c.jpg", "b.jpg", "d.jpg", "broken.jpg"]
     assert rows[0]["flagged"] == "True" and float(rows[0]["probability_melanoma"]) == 0.97
+    assert [(row["tier"], row["flagged"]) for row in rows] == [
+        ("alert", "True"), ("alert", "True"), ("review", "False"), ("none", "False"), ("", "False")]
+    assert list(rows[0])[:8] == [column for column in RESULT_COLUMNS if column != "probabilities"]
     assert "probability_basal_cell_carcinoma" in rows[0]
     assert rows[-1]["status"] == "failed" and rows[-1]["melanoma_probability"] == ""
 
@@ -84,7 +91,7 @@ def test_results_prefer_the_active_model_versions_prediction(client, sessions, s
         session.add(Prediction(image_id=image.id, model_version_id=old.id,
                                probabilities={"melanoma": 0.1, "nevus": 0.9},
                                melanoma_probability=0.1, diagnosis="nevus", threshold=0.5,
-                               flagged=False))
+                               review_threshold=0.5, tier="none", flagged=False))
     body = client.get(f"/api/v1/images/{image.id}", headers=scored.headers).json
     assert body["melanoma_probability"] == pytest.approx(0.97)
     assert body["model_version"] != "old"
@@ -97,7 +104,7 @@ def test_one_image_result_is_returned_and_the_view_audited(client, sessions, sco
     body = response.json
     assert body["image_id"] == image.id and body["image"] == "a.jpg"
     assert body["batch_id"] == scored.batch.id and body["threshold"] == 0.5
-    assert body["flagged"] is True
+    assert body["flagged"] is True and body["tier"] == "alert" and body["review_threshold"] == 0.15
     client.get(f"/api/v1/batches/{scored.batch.id}/results", headers=scored.headers)
     with sessions() as session:
         views = session.scalars(select(AuditEntry).where(AuditEntry.action == "view")
@@ -157,3 +164,62 @@ def test_the_web_app_does_not_import_tensorflow(config):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_gated_images_and_tiers_through_the_api(client, config, sessions, make_hospital,
+                                                 make_token, monkeypatch):
+    """Submitted over the API and screened by the worker's jobs: the images the gate stops are
+    unassessable with their reason and counted apart; the others come with their tier."""
+    from dermscreen.worker import jobs
+
+    monkeypatch.setattr("dermscreen.web.api.batches.enqueue_ingest", lambda config, batch_id: None)
+    hospital = make_hospital(webhook_url="https://hooks.example.org/alerts")
+    _, plaintext = make_token(hospital)
+    gated = gated_images()
+    lesions = {"red.jpg": lesion_image(RED), "purple.jpg": lesion_image(PURPLE, seed=1),
+               "blue.jpg": lesion_image(BLUE, seed=2)}
+    files = [(io.BytesIO(data), name) for name, (data, _) in gated.items()]
+    files += [(io.BytesIO(image_bytes(image)), name) for name, image in lesions.items()]
+    response = client.post("/api/v1/batches", data={"files": files}, headers=auth(plaintext),
+                           content_type="multipart/form-data")
+    assert response.status_code == 202, response.json
+    batch_id = response.json["id"]
+    for chunk in jobs.run_ingest(config, batch_id):
+        jobs.run_predict_chunk(config, chunk)
+
+    summary = client.get(f"/api/v1/batches/{batch_id}", headers=auth(plaintext)).json
+    assert summary["status"] == "done" and summary["progress"] == 1.0
+    assert summary["counts"] == {"total": 7, "done": 3, "failed": 0, "unassessable": 4,
+                                 "flagged": 1, "pending": 0}
+    body = client.get(f"/api/v1/batches/{batch_id}/results", headers=auth(plaintext)).json
+    assert body["batch"] == summary
+    rows = {row["image"]: row for row in body["results"]}
+    assert [row["image"] for row in body["results"]] == [
+        "red.jpg", "purple.jpg", "blue.jpg", *sorted(gated)]
+    for name, (_, reason) in gated.items():
+        assert (rows[name]["status"], rows[name]["error"], rows[name]["tier"],
+                rows[name]["melanoma_probability"], rows[name]["probabilities"],
+                rows[name]["flagged"]) == ("unassessable", reason, None, None, None, False)
+    assert [(rows[name]["tier"], rows[name]["flagged"]) for name in lesions] == [
+        ("alert", True), ("review", False), ("none", False)]
+
+    text = client.get(f"/api/v1/batches/{batch_id}/results?format=csv",
+                      headers=auth(plaintext)).get_data(as_text=True)
+    by_name = {row["image"]: row for row in csv.DictReader(io.StringIO(text))}
+    assert {name: (row["status"], row["tier"], row["flagged"], row["error"])
+            for name, row in by_name.items()} == {
+        "red.jpg": ("done", "alert", "True", ""), "purple.jpg": ("done", "review", "False", ""),
+        "blue.jpg": ("done", "none", "False", ""),
+        **{name: ("unassessable", "", "False", reason) for name, (_, reason) in gated.items()}}
+    assert all(by_name[name]["melanoma_probability"] == "" for name in gated)
+    assert float(by_name["red.jpg"]["melanoma_probability"]) >= 0.5
+    assert 0.2 <= float(by_name["purple.jpg"]["melanoma_probability"]) < 0.5
+
+    one = client.get(f"/api/v1/images/{rows['grey.png']['image_id']}", headers=auth(plaintext)).json
+    assert (one["status"], one["error"], one["tier"], one["threshold"]) == (
+        "unassessable", gated["grey.png"][1], None, None)
+    purple = client.get(f"/api/v1/images/{rows['purple.jpg']['image_id']}",
+                        headers=auth(plaintext)).json
+    assert (purple["tier"], purple["threshold"], purple["review_threshold"]) == ("review", 0.5, 0.2)
+    alerts = client.get("/api/v1/alerts", headers=auth(plaintext)).json["alerts"]
+    assert [alert["image"] for alert in alerts] == ["red.jpg"]  # only the alert tier alerts

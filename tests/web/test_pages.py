@@ -8,6 +8,7 @@ CSRF is switched off here to keep the requests short; tests/web/test_pages_csrf.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -22,7 +23,8 @@ from dermscreen.db.screening import Batch, Image, ModelVersion
 from dermscreen.db.tenancy import ApiToken, Hospital, Role, User
 from dermscreen.worker.imagestore import store_image
 from tests.conftest import TEST_PASSWORD
-from tests.factories import BLUE, RED, image_bytes, lesion_image, make_tiny_bundle
+from tests.factories import (BLUE, PURPLE, RED, gated_images, image_bytes, lesion_image,
+                             make_tiny_bundle)
 
 
 @pytest.fixture
@@ -206,6 +208,52 @@ def test_batch_page_lists_results_flagged_first_with_bars_and_csv(sign_in, make_
     csv_text = client.get(f"/batches/{case.batch.id}/results.csv").text
     assert csv_text.splitlines()[1].startswith(f"{case.red.id},red.jpg,done,0.9,melanoma")
     assert audit_actions(sessions, object_id=case.batch.id) == ["view", "download"]
+
+
+def test_batch_page_shows_tiers_and_lists_unassessable_images_apart(sign_in, make_user, sessions,
+                                                                   config):
+    from dermscreen.submissions import submit_batch
+    from dermscreen.worker import jobs
+
+    user = make_user(Role.SUBMITTER)
+    gated = gated_images()
+    uploads = [(name, io.BytesIO(data)) for name, (data, _) in gated.items()]
+    uploads += [(name, io.BytesIO(image_bytes(lesion_image(color, seed=seed))))
+                for seed, (name, color) in enumerate((("blue.jpg", BLUE), ("red.jpg", RED),
+                                                     ("purple.jpg", PURPLE)))]
+    with sessions.begin() as session:
+        batch_id = submit_batch(session, config, user.hospital_id, uploads).id
+    for chunk in jobs.run_ingest(config, batch_id):
+        jobs.run_predict_chunk(config, chunk)
+    client = sign_in(user)
+
+    page = client.get(f"/batches/{batch_id}").text
+
+    results, unassessable = page.split('id="unassessable-title"')
+    assert re.findall(r'class="name">([^<]+)<', results) == ["red.jpg", "purple.jpg", "blue.jpg"]
+    assert re.findall(r'<tr class="(\w*)">', results) == ["flagged", "review", ""]
+    assert re.findall(r'data-label="Tier"[^>]*>(?:<span class="(?:badge|hint)[^"]*">)?(\w*)',
+                      results) == ["alert", "review", "none"]
+    assert "done: 7 of 7 images (0 failed, 4 cannot be assessed, 1 flagged)" in page
+    assert "Cannot be assessed (4)" in unassessable
+    assert re.findall(r'class="name">([^<]+)<', unassessable) == sorted(gated)
+    for _, reason in gated.values():
+        assert reason in unassessable
+    with sessions() as session:
+        ids = dict(session.execute(select(Image.original_name, Image.id)
+                                   .where(Image.batch_id == batch_id)).all())
+    assert client.get(f"/images/{ids['grey.png']}/thumbnail").status_code == 200
+    case_page = client.get(f"/cases/{ids['purple.jpg']}").text
+    assert '<dt>Tier</dt><dd><span class="badge review">review</span></dd>' in case_page
+    assert "<dt>Review threshold</dt><dd>0.200</dd>" in case_page
+    assert gated["grey.png"][1] in client.get(f"/cases/{ids['grey.png']}").text
+    assert '<td data-label="Cannot be assessed">4</td>' in client.get("/batches").text
+    csv_text = client.get(f"/batches/{batch_id}/results.csv").text
+    assert [(row["image"], row["tier"], row["status"])
+            for row in csv.DictReader(io.StringIO(csv_text))] == [
+        ("red.jpg", "alert", "done"), ("purple.jpg", "review", "done"),
+        ("blue.jpg", "none", "done"),
+        *((name, "", "unassessable") for name in sorted(gated))]
 
 
 # --- cases, reviews, heatmaps ---------------------------------------------------------------

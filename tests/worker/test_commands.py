@@ -16,6 +16,7 @@ from dermscreen.db import Batch, BatchStatus, Delivery, DeliveryStatus
 from dermscreen.submissions import submit_batch
 from dermscreen.worker.dispatch import enqueue_ingest
 from dermscreen.worker.embedded import start_background_worker
+from tests.factories import PURPLE, gated_images, image_bytes, lesion_image
 from tests.worker.conftest import blue, hostile_batch, red, zip_bytes
 from tests.worker.receivers import WebhookReceiver
 
@@ -52,7 +53,7 @@ def test_screen_json_on_a_folder_and_an_archive(tmp_path, lesions, tiny_bundle):
     assert set(rows) == {"red.jpg", "sub/blue.png", "corrupt.jpg", "more/red2.jpg"}
     for row in report["results"]:
         assert list(row) == ["image", "status", "melanoma_probability", "diagnosis",
-                             "probabilities", "flagged", "error"]
+                             "probabilities", "flagged", "tier", "error"]
         assert row["status"] in {"done", "failed"}
     assert [row["image"] for row in report["results"]][:2] == sorted(
         ["red.jpg", "more/red2.jpg"], key=lambda name: -rows[name]["melanoma_probability"])
@@ -61,8 +62,8 @@ def test_screen_json_on_a_folder_and_an_archive(tmp_path, lesions, tiny_bundle):
     assert rows["corrupt.jpg"]["status"] == "failed" and "corrupt image" in rows["corrupt.jpg"]["error"]
     assert rows["corrupt.jpg"]["melanoma_probability"] is None
     assert report["summary"]["status"] == "done"
-    assert report["summary"]["counts"] == {"total": 4, "done": 3, "failed": 1, "flagged": 2,
-                                           "pending": 0}
+    assert report["summary"]["counts"] == {"total": 4, "done": 3, "failed": 1, "unassessable": 0,
+                                           "flagged": 2, "pending": 0}
     assert (tmp_path / "home" / "dermscreen.db").is_file()
 
 
@@ -81,7 +82,7 @@ def test_screen_labels_images_by_their_path_under_the_folder(tmp_path, tiny_bund
 
     table = run_screen(tmp_path, folder, "--model", tiny_bundle).stdout.splitlines()
     labels = {line.split()[0]: line for line in table[1:5]}
-    assert set(labels) == set(rows) and "YES" in labels["left/a.png"]
+    assert set(labels) == set(rows) and labels["left/a.png"].split()[3] == "alert"
 
 
 def test_screen_prints_a_table_and_refuses_hostile_archives(tmp_path, tiny_bundle):
@@ -92,14 +93,15 @@ def test_screen_prints_a_table_and_refuses_hostile_archives(tmp_path, tiny_bundl
     result = run_screen(tmp_path, *names, "--model", tiny_bundle)
 
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:4] == ["image", "status", "melanoma", "flag"]
+    assert lines[0].split()[:4] == ["image", "status", "melanoma", "tier"]
     table = {line.split()[0]: line for line in lines[1:] if line.strip()}
-    assert "YES" in table["red.jpg"] and "melanoma" in table["red.jpg"]
+    assert table["red.jpg"].split()[3:5] == ["alert", "melanoma"]
     assert "outside the archive" in table["traversal.zip"]
     assert "a link" in table["symlink.tar.gz"]
     assert "compression ratio" in table["bomb.zip"]
     assert "decompression bomb" in table["lesions/bomb.png"]
-    assert "9 images, 3 scored, 6 failed, 2 flagged" in result.stdout
+    assert ("9 images, 3 scored, 6 failed, 0 cannot be assessed; 2 flagged (alert tier), 0 in the"
+            " review tier") in result.stdout
 
 
 def test_screen_without_a_usable_bundle_says_why(tmp_path, lesions):
@@ -164,3 +166,40 @@ def test_screen_tells_apart_named_files_of_the_same_name(tmp_path, tiny_bundle):
     assert sorted(rows) == ["b.png", "visit1/left/a.png", "visit2/left/a.png"]
     assert [row["image"] for row in report["results"]].count("b.png") == 2  # the same file
     assert rows["visit1/left/a.png"]["flagged"] and not rows["visit2/left/a.png"]["flagged"]
+
+
+def test_screen_reports_unassessable_images_and_the_tiers_of_the_rest(tmp_path, tiny_bundle):
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    gated = gated_images()
+    for name, (data, _) in gated.items():
+        (folder / name).write_bytes(data)
+    lesions = {"red.jpg": red(), "purple.jpg": image_bytes(lesion_image(PURPLE)),
+               "blue.png": blue()}
+    for name, data in lesions.items():
+        (folder / name).write_bytes(data)
+
+    report = json.loads(run_screen(tmp_path, folder, "--json", "--model", tiny_bundle).stdout)
+
+    rows = {row["image"]: row for row in report["results"]}
+    assert [row["image"] for row in report["results"]] == [
+        "red.jpg", "purple.jpg", "blue.png", *sorted(gated)]  # alert, review, none, unscored
+    for name, (_, reason) in gated.items():
+        assert rows[name] == {"image": name, "status": "unassessable", "melanoma_probability": None,
+                              "diagnosis": None, "probabilities": None, "flagged": False,
+                              "tier": None, "error": reason}
+    assert {name: rows[name]["tier"] for name in lesions} == {
+        "red.jpg": "alert", "purple.jpg": "review", "blue.png": "none"}
+    assert all(row["flagged"] == (row["tier"] == "alert") for row in report["results"])
+    assert 0.2 <= rows["purple.jpg"]["melanoma_probability"] < 0.5
+    assert report["summary"]["status"] == "done" and report["summary"]["progress"] == 1.0
+    assert report["summary"]["counts"] == {"total": 7, "done": 3, "failed": 0, "unassessable": 4,
+                                           "flagged": 1, "pending": 0}
+
+    output = run_screen(tmp_path, folder, "--model", tiny_bundle).stdout
+    table = {line.split()[0]: line for line in output.splitlines()[1:8]}
+    assert table["grey.png"].split()[1] == "unassessable"
+    assert table["grey.png"].endswith(gated["grey.png"][1])
+    assert table["purple.jpg"].split()[3] == "review"
+    assert ("7 images, 3 scored, 0 failed, 4 cannot be assessed; 1 flagged (alert tier), 1 in the"
+            " review tier") in output

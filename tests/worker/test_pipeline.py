@@ -11,6 +11,7 @@ from dermscreen.db import (Alert, Batch, BatchStatus, Channel, Delivery, Deliver
                            ImageStatus, ModelVersion, Prediction)
 from dermscreen.registry import active_version
 from dermscreen.worker import jobs
+from tests.factories import PURPLE, RED, gated_images, image_bytes, lesion_image
 from tests.worker.conftest import blue, hostile_batch, red, zip_bytes
 
 
@@ -150,11 +151,47 @@ def test_hospital_threshold_overrides_the_bundle_for_its_model_version(
         for chunk in jobs.run_ingest(worker_config, batch_id):
             jobs.run_predict_chunk(worker_config, chunk)
     with sessions() as session:
-        flagged = {(p.image.hospital_id, p.image.original_name): (p.flagged, p.threshold)
+        flagged = {(p.image.hospital_id, p.image.original_name):
+                   (p.flagged, p.tier, p.threshold, p.review_threshold)
                    for p in session.scalars(select(Prediction))}
-    assert flagged == {(strict.id, "red.jpg"): (False, 0.99), (strict.id, "blue.png"): (False, 0.99),
-                       (lax.id, "red.jpg"): (True, 0.001), (lax.id, "blue.png"): (True, 0.001),
-                       (stale.id, "red.jpg"): (True, 0.5), (stale.id, "blue.png"): (False, 0.5)}
+    # The hospital's threshold moves the alert tier; the review tier's threshold is the model's.
+    assert flagged == {
+        (strict.id, "red.jpg"): (False, "review", 0.99, 0.2),
+        (strict.id, "blue.png"): (False, "none", 0.99, 0.2),
+        (lax.id, "red.jpg"): (True, "alert", 0.001, 0.2),
+        (lax.id, "blue.png"): (True, "alert", 0.001, 0.2),
+        (stale.id, "red.jpg"): (True, "alert", 0.5, 0.2),
+        (stale.id, "blue.png"): (False, "none", 0.5, 0.2)}
+
+
+def test_the_gate_stops_unusable_images_without_prediction_tier_or_alert(
+        sessions, worker_config, make_hospital, submit):
+    hospital = make_hospital(webhook_url="https://hooks.example.org/alerts")
+    gated = gated_images()
+    batch_id = submit(hospital, {name: data for name, (data, _) in gated.items()}
+                      | {"red.jpg": red(), "purple.jpg": image_bytes(lesion_image(PURPLE))})
+    chunks = jobs.run_ingest(worker_config, batch_id)
+
+    outcomes = [jobs.run_predict_chunk(worker_config, chunk) for chunk in chunks]
+
+    assert (sum(o.done for o in outcomes), sum(o.unassessable for o in outcomes),
+            sum(o.failed for o in outcomes)) == (2, 4, 0)
+    images = images_by_name(sessions, batch_id)
+    assert {name: (images[name].status, images[name].error) for name in gated} == {
+        name: (ImageStatus.UNASSESSABLE, reason) for name, (_, reason) in gated.items()}
+    with sessions() as session:
+        tiers = {p.image.original_name: (p.tier, p.flagged)
+                 for p in session.scalars(select(Prediction))}
+        assert tiers == {"red.jpg": ("alert", True), "purple.jpg": ("review", False)}
+        assert session.scalars(select(Alert.image_id)).all() == [images["red.jpg"].id]
+        batch = session.get(Batch, batch_id)
+        assert (batch.status, batch.done_images, batch.failed_images, batch.unassessable_images,
+                batch.flagged_images) == (BatchStatus.DONE, 2, 0, 4, 1)
+
+    again = [jobs.run_predict_chunk(worker_config, chunk) for chunk in chunks]
+    assert not any(o.done or o.unassessable for o in again)
+    with sessions() as session:
+        assert session.get(Batch, batch_id).unassessable_images == 4
 
 
 def test_an_image_lost_from_the_store_fails_with_a_reason(sessions, worker_config, make_hospital,
@@ -174,7 +211,6 @@ def test_an_image_lost_from_the_store_fails_with_a_reason(sessions, worker_confi
 def test_stored_images_carry_no_metadata(sessions, worker_config, make_hospital, submit):
     exif = PILImage.Exif()
     exif[0x010F] = "CameraMaker"
-    from tests.factories import RED, image_bytes, lesion_image
     data = image_bytes(lesion_image(RED), exif=exif.tobytes())
     batch_id = submit(make_hospital(), {"exif.jpg": data})
     jobs.run_ingest(worker_config, batch_id)

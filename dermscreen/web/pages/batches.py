@@ -7,7 +7,7 @@ from flask_login import current_user
 
 from dermscreen import results, submissions
 from dermscreen.db import audit
-from dermscreen.db.screening import Batch
+from dermscreen.db.screening import Batch, ImageStatus
 from dermscreen.db.tenancy import Role
 from dermscreen.web.auth.access import audit_scope, role_required, tenant_get
 from dermscreen.web.extensions import database
@@ -71,7 +71,11 @@ def batch(batch_id: str):
     rows = results.batch_results(database.session, batch)
     audit.record(database.session, "view", batch, user_id=current_user.id)
     database.session.commit()
-    return render_template("pages/batch.html", batch=batch, summary=summary, rows=rows)
+    # Images the gate stopped are listed apart, with the reasons, so that they can be re-imaged.
+    unassessable = [row for row in rows if row["status"] == ImageStatus.UNASSESSABLE.value]
+    rows = [row for row in rows if row["status"] != ImageStatus.UNASSESSABLE.value]
+    return render_template("pages/batch.html", batch=batch, summary=summary, rows=rows,
+                           unassessable=unassessable)
 
 
 @bp.route("/batches/<batch_id>/progress")

@@ -40,9 +40,11 @@ function initProgress() {
     const summary = await response.json();
     const counts = summary.counts;
     bar.max = Math.max(counts.total, 1);
-    bar.value = counts.done + counts.failed;
-    text.textContent = `${summary.status}: ${counts.done + counts.failed} of ${counts.total} images ` +
-      `(${counts.failed} failed, ${counts.flagged} flagged)`;
+    const finished = counts.done + counts.failed + counts.unassessable;
+    const unassessable = counts.unassessable ? `${counts.unassessable} cannot be assessed, ` : "";
+    bar.value = finished;
+    text.textContent = `${summary.status}: ${finished} of ${counts.total} images ` +
+      `(${counts.failed} failed, ${unassessable}${counts.flagged} flagged)`;
     if (summary.status === "done" || summary.status === "failed") {
       window.location.reload();
     } else {
