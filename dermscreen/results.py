@@ -108,7 +108,8 @@ def batch_results(session: Session, batch: Batch) -> list[dict]:
 
 
 def image_result(session: Session, image: Image) -> dict:
-    """One image's result row with its batch, metadata and the model version that scored it."""
+    """One image's result row with its batch, metadata, and the model version and the alert and
+    review thresholds that scored it."""
     row = result_row(image)
     prediction = current_prediction(image)
     row.update(

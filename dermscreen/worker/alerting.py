@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from dermscreen import registry
 from dermscreen.config import Config
 from dermscreen.db.alerts import Alert, Channel, Delivery
 from dermscreen.db.screening import Image, ModelVersion
@@ -36,10 +37,10 @@ def alert_threshold(hospital: Hospital, version: ModelVersion) -> float:
 
 
 def review_threshold(version: ModelVersion) -> float:
-    """The threshold of ``version``'s review tier (listed, no alert), from its bundle's metadata;
-    its alert threshold for a bundle without a review tier. Hospitals do not change it."""
-    output = version.card.get("output") or {}
-    return float(output.get("review_threshold", version.alert_threshold))
+    """The threshold of ``version``'s review tier (listed, no alert); its alert threshold for a
+    bundle without a review tier (so the tier stays empty). Hospitals do not change it."""
+    shipped = registry.review_threshold(version)
+    return version.alert_threshold if shipped is None else float(shipped)
 
 
 def alert_dedupe_key(image_id: str, version_id: int) -> str:
