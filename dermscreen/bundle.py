@@ -32,6 +32,8 @@ from typing import Iterable, Union
 import numpy as np
 from PIL import Image
 
+from dermscreen.gate import Gate, load_gate, mask_corner
+
 FORMAT = "dermscreen-bundle/2"
 READABLE_FORMATS = {"dermscreen-bundle/1", FORMAT}
 MELANOMA = "melanoma"
@@ -99,6 +101,23 @@ def _gpu_present() -> bool:
 
 
 @dataclass
+class Prepared:
+    """One decoded image: the model's input pixels and the image's own (width, height)."""
+
+    pixels: np.ndarray
+    size: tuple[int, int]
+
+
+@dataclass
+class Screening:
+    """What ``Bundle.screen`` says of one image: calibrated class probabilities, or (None and)
+    why the image cannot be assessed."""
+
+    probabilities: np.ndarray | None
+    unassessable: str | None = None
+
+
+@dataclass
 class Bundle:
     """A loaded model bundle. ``predict`` is all the worker needs."""
 
@@ -136,6 +155,18 @@ class Bundle:
     def threshold(self) -> float:
         """Melanoma probability at or above which an image is flagged."""
         return float(self.metadata["output"]["alert_threshold"])
+
+    @property
+    def review_threshold(self) -> float:
+        """Melanoma probability at or above which an image is listed for review (no alert); the
+        alert threshold when the bundle has no review tier."""
+        return float(self.metadata["output"].get("review_threshold", self.threshold))
+
+    @property
+    def operating_curve(self) -> list[dict]:
+        """The validation curve the thresholds were chosen on: points ``{threshold, sensitivity,
+        specificity, alert_share}`` by rising threshold; empty when the bundle recorded none."""
+        return list((self.metadata.get("operating_curve") or {}).get("points", []))
 
     @property
     def temperature(self) -> float:
@@ -185,11 +216,65 @@ class Bundle:
 
     def model_logits(self, batch: np.ndarray) -> np.ndarray:
         """The model's logits for ``batch`` as it is (no views)."""
+        return self.model_outputs(batch)[0]
+
+    def model_outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The model's logits for ``batch`` as it is (no views), and its pooled features when the
+        model has that second output (bundles with a gate), else None."""
         if self.backend == "onnx":
             session = self._onnx
-            name = session.get_inputs()[0].name
-            return session.run(None, {name: batch.astype(np.float32)})[0]
-        return np.asarray(self.keras_model(batch, training=False))
+            names = [output.name for output in session.get_outputs()]
+            wanted = [name for name in ("logits", "features") if name in names] or names[:1]
+            outputs = session.run(wanted, {session.get_inputs()[0].name: batch.astype(np.float32)})
+        else:
+            outputs = self.keras_model(batch, training=False)
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        outputs = [np.asarray(output) for output in outputs]
+        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+
+    @cached_property
+    def gate(self) -> Gate | None:
+        """The bundle's gate (``dermscreen.gate``), or None for a bundle without one."""
+        return load_gate(self.path, self.metadata)
+
+    def prepare(self, image: ImageLike) -> Prepared:
+        """Decode one image for ``screen``; raises OSError or ValueError when it is unreadable."""
+        if isinstance(image, np.ndarray):
+            height, width = image.shape[:2]
+        elif isinstance(image, Image.Image):
+            width, height = image.size
+        else:
+            with Image.open(image) as opened:
+                opened.load()
+                image = opened.copy()
+            width, height = image.size
+        return Prepared(to_model_input(image, self.input_size), (width, height))
+
+    def screen(self, prepared: list[Prepared]) -> list[Screening]:
+        """Gate, then score: calibrated probabilities for the images the gate lets through, the
+        gate's reason for the others. Bundles without a gate score every image."""
+        results = [Screening(None) for _ in prepared]
+        passed = []
+        for index, item in enumerate(prepared):
+            reason = self.gate.quality_reason(item.pixels, item.size) if self.gate else None
+            if reason:
+                results[index].unassessable = reason
+            else:
+                passed.append(index)
+        if not passed:
+            return results
+        batch = np.stack([prepared[i].pixels for i in passed])
+        probabilities = self.calibrated(self.logits(batch))
+        if self.gate and self.gate.detectors:
+            reasons = self.gate.feature_reasons(self.model_outputs(mask_corner(batch))[1])
+        else:
+            reasons = [None] * len(passed)
+        for row, index in enumerate(passed):
+            if reasons[row]:
+                results[index].unassessable = reasons[row]
+            else:
+                results[index].probabilities = probabilities[row]
+        return results
 
     def predict(self, images: Iterable[ImageLike] | np.ndarray) -> np.ndarray:
         """Calibrated class probabilities, shape (n, len(classes)).

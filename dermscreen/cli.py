@@ -6,6 +6,8 @@ when called, so ``dermscreen --help`` does not pay for TensorFlow.
     dermscreen train --config FILE          # train and export a model bundle
     dermscreen evaluate --data DATASET      # evaluate a bundle
     dermscreen compare A B --data DATASET   # two bundles' AUCs on the same images, paired
+    dermscreen fit-gate BUNDLE --out DIR    # fit the dermoscopy and quality gate into a bundle
+    dermscreen evaluate-gate FOLDER         # what the gate stops in a folder of images
     dermscreen serve | worker | admin ...   # the service
 """
 
@@ -21,6 +23,8 @@ COMMANDS = {
     "train": "dermscreen.training.commands:train",
     "calibrate": "dermscreen.training.commands:calibrate",
     "evaluate": "dermscreen.training.commands:evaluate",
+    "fit-gate": "dermscreen.training.commands:fit_gate",
+    "evaluate-gate": "dermscreen.training.commands:evaluate_gate",
     "compare": "dermscreen.training.commands:compare",
     "screen": "dermscreen.worker.commands:screen",
     "worker": "dermscreen.worker.commands:worker",

@@ -81,6 +81,30 @@ def threshold_for_sensitivity(scores: np.ndarray, positive: np.ndarray, target: 
     return float(np.clip(threshold, 1e-6, 1 - 1e-6))
 
 
+def threshold_for_specificity(scores: np.ndarray, positive: np.ndarray, target: float = 0.8) -> float:
+    """The lowest threshold (``score >= threshold`` flags) whose specificity is >= ``target``,
+    placed halfway to the next negative's score, so that a rounding difference in a later
+    scoring of the same image cannot flag it; 0.5 when there are no negatives."""
+    scores = np.asarray(scores, dtype=np.float64)
+    negative_scores = np.sort(scores[~np.asarray(positive, dtype=bool)])
+    if len(negative_scores) == 0:
+        return 0.5
+    needed = max(int(np.ceil(target * len(negative_scores))), 1)
+    above = negative_scores[needed] if needed < len(negative_scores) else 1.0
+    threshold = (negative_scores[needed - 1] + above) / 2
+    return float(np.clip(threshold, 1e-6, 1 - 1e-6))
+
+
+def specificity_threshold_within_every_group(scores: np.ndarray, positive: np.ndarray,
+                                             groups: np.ndarray, target: float = 0.8) -> float:
+    """The lowest threshold whose specificity is >= ``target`` within every group that has
+    negatives: no group (an image collection, a source) gets more than its share of alerts."""
+    scores, positive, groups = np.asarray(scores), np.asarray(positive, dtype=bool), np.asarray(groups)
+    per_group = [threshold_for_specificity(scores[groups == g], positive[groups == g], target)
+                 for g in np.unique(groups[~positive])]
+    return max(per_group, default=0.5)
+
+
 def threshold_within_every_group(scores: np.ndarray, positive: np.ndarray, groups: np.ndarray,
                                  target: float = 0.9) -> float:
     """The highest threshold whose sensitivity is >= ``target`` within every group that has

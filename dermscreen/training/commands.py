@@ -1,4 +1,5 @@
-"""Click commands of the training package: ``audit``, ``train``, ``calibrate`` and ``evaluate``.
+"""Click commands of the training package: ``audit``, ``train``, ``calibrate``, ``evaluate``,
+``compare``, ``fit-gate`` and ``evaluate-gate``.
 
 They parse arguments and delegate to plain functions; TensorFlow is imported only inside them,
 so ``dermscreen --help`` stays fast.
@@ -136,6 +137,14 @@ def evaluate(model_path, dataset, split, as_json, report_dir, record_as):
                 "specificity", "missed_melanomas", "ece"):
         interval = result["ci95"].get(key)
         click.echo(f"  {key:18s} {result[key]}" + (f"  (95% interval {span(interval)})" if interval else ""))
+    gate = result["gate"]
+    click.echo(f"  gate               stopped {gate['stopped']} of {gate['n']} ({span(gate['ci95'])}),"
+               f" {gate['melanomas_stopped']} melanomas among them: {gate['by_reason']}")
+    for name, tier in result["tiers"].items():
+        click.echo(f"  {name + ' tier':18s} threshold {tier['threshold']:.4f}: sensitivity"
+                   f" {tier['sensitivity']:.3f} ({span(tier['ci95']['sensitivity'])}), specificity"
+                   f" {tier['specificity']:.3f} ({span(tier['ci95']['specificity'])}), per 1,000"
+                   f" images {tier['per_1000_images']}")
     if report_dir:
         click.echo(f"  report             {result['report']}")
 
@@ -184,3 +193,49 @@ def compare(models, dataset, split, run, as_json):
     for kind in ("collection", "source"):
         if result[f"within_{kind}_mean_difference"] is not None:
             click.echo(f"  mean of the within-{kind} differences: {result[f'within_{kind}_mean_difference']:+.4f}")
+
+
+@click.command("fit-gate")
+@click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New bundle folder.")
+@click.option("--version", required=True, help="Version of the new bundle.")
+@click.option("--ood", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of images that are not dermoscopy, with labels.csv (image_id, kind, group).")
+def fit_gate(model, out, version, ood):
+    """Copy a bundle, give its model a pooled-features output and fit its gate (quality checks
+    and a dermoscopy detector) on its training images against OOD's; measure it on held-back
+    groups.
+
+    \b
+        dermscreen fit-gate RUN/bundle --out /tmp/gated --version 2.0.0 --ood ../shared/data/ood
+    """
+    from dermscreen.training.gate import fit_gate as run_fit
+
+    run_fit(model, out, version, ood, log=lambda line: click.echo(line, err=True))
+    click.echo(str(out))
+
+
+@click.command("evaluate-gate")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False),
+              help="Bundle directory (default: the shipped default bundle).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate_gate(folder, model_path, as_json):
+    """What the bundle's gate stops among the images in FOLDER (searched recursively): how many,
+    their share with its 95% interval, and how many for each reason.
+
+    \b
+        dermscreen evaluate-gate ../shared/data/ood
+    """
+    from dermscreen.bundle import load_bundle
+    from dermscreen.training.gate import gate_report
+
+    result = gate_report(load_bundle(model_path), folder)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['model']} on {folder}: {result['stopped']} of {result['n']} images stopped"
+               f" ({result['share']:.1%}, 95% interval {span(result['ci95'])}); {result['unreadable']}"
+               f" unreadable")
+    for reason, count in result["by_reason"].items():
+        click.echo(f"  {count:6d}  {reason}")

@@ -5,7 +5,8 @@
 Images the bundle was trained or tuned on are dropped first: by image id (``training_ids.txt``)
 and, when the bundle lists its training pHashes (``training_phashes.txt``), as near-duplicates
 of a training image (recoloured or resized copies under another id). Metrics are scikit-learn's
-(see ``metrics``), at the bundle's own alert threshold. The ISIC challenge scorer
+(see ``metrics``), at the bundle's own alert threshold, on the images its gate lets through;
+``gate`` says what it stopped and ``tiers`` what the alert and review tiers give. The ISIC challenge scorer
 (isic-challenge-scoring 5.6) is not used: it calls ``DataFrame.applymap``, which pandas 3
 removed; ``--report`` writes its CSV layout so it can score the predictions elsewhere.
 """
@@ -17,11 +18,13 @@ import json
 import numpy as np
 import pandas as pd
 
-from dermscreen.bundle import CARD_FILE, MELANOMA, METADATA_FILE, Bundle
+from dermscreen.bundle import CARD_FILE, MELANOMA, METADATA_FILE, Bundle, Screening
 from dermscreen.training.audit import with_hashes
 from dermscreen.training.datasets import acquisition, sources_within_collections
 from dermscreen.training.hashing import NEAR_DUPLICATE_BITS, hamming_pairs
+from dermscreen.training.gate import reason_kind, share
 from dermscreen.training.metrics import auc_difference_interval, ranked_auc, screening_metrics
+from dermscreen.training.operating_point import tier_point
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
 from dermscreen.training.trainers import card_writer
 
@@ -51,28 +54,68 @@ def drop_seen(records: pd.DataFrame, bundle: Bundle) -> tuple[pd.DataFrame, int,
     return records, int(by_id.sum()), near
 
 
-def predict_records(bundle: Bundle, records: pd.DataFrame, progress=None) -> pd.DataFrame:
-    """``records`` plus one probability column per class of the bundle."""
-    chunks = []
+def predict_records(bundle: Bundle, records: pd.DataFrame, progress=None,
+                    gate: bool = True) -> pd.DataFrame:
+    """``records`` plus one probability column per class of the bundle and ``unassessable``: the
+    reason its gate stopped an image (whose probabilities are then NaN), else None. Without
+    ``gate`` every image is scored (to compare two models' rankings on the same images)."""
+    probabilities, reasons = [], []
     for start in range(0, len(records), BATCH):
-        chunks.append(bundle.predict(records["path"].iloc[start:start + BATCH]))
+        paths = records["path"].iloc[start:start + BATCH]
+        if gate:
+            screened = bundle.screen([bundle.prepare(path) for path in paths])
+        else:
+            screened = [Screening(row) for row in bundle.predict(paths)]
+        for result in screened:
+            missing = np.full(len(bundle.classes), np.nan)
+            probabilities.append(missing if result.probabilities is None else result.probabilities)
+            reasons.append(result.unassessable)
         if progress:
             progress(min(start + BATCH, len(records)), len(records))
-    probabilities = np.concatenate(chunks) if chunks else np.zeros((0, len(bundle.classes)))
+    probabilities = np.stack(probabilities) if probabilities else np.zeros((0, len(bundle.classes)))
     return pd.concat([records.reset_index(drop=True),
-                      pd.DataFrame(probabilities, columns=bundle.classes)], axis=1)
+                      pd.DataFrame(probabilities, columns=bundle.classes),
+                      pd.DataFrame({"unassessable": pd.Series(reasons, dtype=object)})], axis=1)
+
+
+def gate_summary(predictions: pd.DataFrame) -> dict:
+    """What the gate stopped: how many images (share, 95% interval), melanomas among them, and
+    how many for each reason."""
+    stopped = predictions["unassessable"].notna().to_numpy()
+    reasons = predictions["unassessable"].dropna().map(reason_kind).value_counts()
+    return {**share(stopped),
+            "melanomas_stopped": int((stopped & (predictions["label"] == MELANOMA)).sum()),
+            "by_reason": reasons.to_dict()}
+
+
+def tiers(bundle: Bundle, predictions: pd.DataFrame) -> dict:
+    """Each tier's sensitivity, specificity and share of images (with intervals) and what it
+    gives per 1,000 images of this set's case mix."""
+    score = predictions[MELANOMA].to_numpy()
+    positive = (predictions["label"] == MELANOMA).to_numpy()
+    out = {}
+    for name, threshold in (("alert", bundle.threshold), ("review", bundle.review_threshold)):
+        point = tier_point(score, positive, threshold)
+        caught = int((score[positive] >= threshold).sum())
+        out[name] = {**point, "per_1000_images": {
+            "flagged": round(1000 * point["share"], 1),
+            "melanomas_caught": round(1000 * caught / len(score), 1),
+            "melanomas_missed": round(1000 * (positive.sum() - caught) / len(score), 1)}}
+    return out
 
 
 def evaluate(bundle: Bundle, records: pd.DataFrame, data: str = "", progress=None
              ) -> tuple[dict, pd.DataFrame]:
-    """Drop seen images, predict the rest, and compute the metrics; returns (result, predictions)."""
+    """Drop seen images, screen the rest (gate, then model), and compute the metrics on the
+    images the gate let through; returns (result, their predictions)."""
     unknown = sorted(set(records["label"]) - set(bundle.classes))
     if unknown:
         raise ValueError(f"labels the model does not know: {unknown}")
     kept, by_id, near = drop_seen(records, bundle)
     if kept.empty:
         raise ValueError("no images left to evaluate after dropping the model's training images")
-    predictions = predict_records(bundle, kept, progress)
+    screened = predict_records(bundle, kept, progress)
+    predictions = screened[screened["unassessable"].isna()].reset_index(drop=True)
     labels = predictions["label"].map({name: i for i, name in enumerate(bundle.classes)}).to_numpy()
     result = {
         "model": {"name": bundle.metadata.get("name", ""), "version": bundle.version,
@@ -81,8 +124,10 @@ def evaluate(bundle: Bundle, records: pd.DataFrame, data: str = "", progress=Non
         "images_given": len(records),
         "dropped_training_ids": by_id,
         "dropped_near_duplicates": near,
+        "gate": gate_summary(screened),
         **screening_metrics(predictions[bundle.classes].to_numpy(), labels, bundle.classes,
                             bundle.threshold),
+        "tiers": tiers(bundle, predictions),
         "classes": bundle.classes,
     }
     return result, predictions
@@ -101,7 +146,8 @@ def compare(bundle: Bundle, other: Bundle, records: pd.DataFrame, data: str = ""
     positive = (kept["label"] == MELANOMA).to_numpy()
     if not 0 < positive.sum() < len(kept):
         raise ValueError("comparing AUCs needs melanomas and other images the models were not trained on")
-    scores = [predict_records(model, kept, progress)[MELANOMA].to_numpy() for model in (bundle, other)]
+    scores = [predict_records(model, kept, progress, gate=False)[MELANOMA].to_numpy()
+              for model in (bundle, other)]
     groups = {"collection": acquisition(kept).to_numpy(), "source": sources_within_collections(kept)}
     parts = {kind: {name: auc_comparison([score[mine] for score in scores], positive[mine])
                     for name in sorted(set(names))
@@ -133,7 +179,8 @@ def record_metrics(bundle: Bundle, name: str, result: dict) -> None:
     """Store ``result``'s metrics in the bundle's metadata under ``name`` (with the data they
     were measured on and what was dropped) and rewrite the model card."""
     keep = ("n", "melanomas", "accuracy", "balanced_accuracy", "melanoma_auc", "threshold",
-            "sensitivity", "specificity", "flagged", "missed_melanomas", "ece", "melanoma_ece", "ci95")
+            "sensitivity", "specificity", "flagged", "missed_melanomas", "ece", "melanoma_ece", "ci95",
+            "gate", "tiers")
     dropped = (f"; dropped {result['dropped_training_ids']} training ids and "
                f"{result['dropped_near_duplicates']} near-duplicates of training images")
     metadata = json.loads((bundle.path / METADATA_FILE).read_text())

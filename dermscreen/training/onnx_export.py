@@ -4,7 +4,8 @@
     save_bundle(path, model, metadata, onnx_bytes=onnx_bytes)
 
 The graph keeps the Keras model's input (float32 NHWC images in [0, 255], any batch size) and
-its output (class logits); ``dermscreen.bundle.load_bundle`` picks it on CPU.
+its outputs (class logits, then the pooled features when the model has them: bundles with a
+gate); ``dermscreen.bundle.load_bundle`` picks it on CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ def export_onnx(model, opset: int = OPSET) -> bytes:
 
     @tf.function(input_signature=spec)
     def logits(image):
-        return {"logits": model(image, training=False)}
+        outputs = model(image, training=False)
+        if isinstance(outputs, (list, tuple)):  # a bundle with a gate: logits, pooled features
+            return {"logits": outputs[0], "features": outputs[1]}
+        return {"logits": outputs}
 
     proto, _ = tf2onnx.convert.from_function(logits, input_signature=spec, opset=opset)
     return proto.SerializeToString()

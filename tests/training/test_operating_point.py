@@ -16,9 +16,11 @@ from dermscreen.training.backbone.finetune import FinetuneConfig, prepare_data, 
 from dermscreen.training.datasets import acquisition, read_dataset
 from dermscreen.training.evaluate import evaluate, record_metrics
 from dermscreen.training.operating_point import (
-    MIN_SOURCE_MELANOMAS, calibrate_bundle, threshold_within_large_sources,
+    ALERT_SPECIFICITY, MIN_SOURCE_MELANOMAS, calibrate_bundle, threshold_within_large_sources,
 )
-from dermscreen.training.calibration import threshold_within_every_group
+from dermscreen.training.calibration import (
+    specificity_threshold_within_every_group, threshold_within_every_group,
+)
 from tests.factories import BLUE, RED, make_tiny_bundle
 from tests.training.conftest import write_image
 
@@ -58,25 +60,50 @@ def test_calibrate_bundle_writes_an_operating_point_that_holds_in_every_collecti
     assert bundle.class_bias.shape == (9,) and bundle.temperature > 0
     assert bundle.metadata["metrics"]["validation"]["by_collection"] == metrics["by_collection"]
     assert set(metrics["by_collection"]) == {"ham10000", "isic-archive"}
-    # The stored threshold keeps >= 90% sensitivity in each collection through the bundle itself.
+    # The review threshold keeps >= 90% sensitivity in each collection through the bundle itself.
     score = bundle.predict(list(validation["path"]))[:, bundle.melanoma_index]
     collections = acquisition(validation).to_numpy()
     melanoma = (validation["label"] == "melanoma").to_numpy()
     for name in ("ham10000", "isic-archive"):
         mine = melanoma & (collections == name)
-        assert (score[mine] >= bundle.threshold).mean() >= 0.9
+        assert (score[mine] >= bundle.review_threshold).mean() >= 0.9
         others = ~melanoma & (collections == name)  # the AUC of what ships, recorded as measured
         assert metrics["melanoma_auc_calibrated"][name] == pytest.approx(
             roc_auc_score(np.r_[np.ones(mine.sum()), np.zeros(others.sum())], np.r_[score[mine], score[others]]),
             abs=1e-3)
-        point = metrics["by_collection"][name]
-        assert point["sensitivity"] >= 0.9
+        point = metrics["by_collection"][name]  # at the alert threshold
+        assert point["specificity"] >= ALERT_SPECIFICITY
         low, high = point["ci95"]["sensitivity"]  # a handful of melanomas: a wide interval
-        assert low < point["sensitivity"] <= high and low < 0.9
+        assert low < point["sensitivity"] < high and high - low > 0.3
     assert 0 <= metrics["ece_cross_fitted"] <= 1
     # One source per collection here, 12 melanomas each: too few to bound the threshold alone.
     assert set(metrics["by_source"]) == {"ham10000/pool", "isic-archive/pool"}
-    assert metrics["collections_alone"]["threshold"] == bundle.threshold
+    # The alert tier keeps >= 80% specificity in every collection; the review tier (lower) is the
+    # sensitivity threshold.
+    assert bundle.review_threshold == metrics["tiers"]["review"]["threshold"] <= bundle.threshold
+    for name in ("ham10000", "isic-archive"):
+        others = ~melanoma & (collections == name)
+        assert (score[others] < bundle.threshold).mean() >= ALERT_SPECIFICITY
+        assert (score[melanoma & (collections == name)] >= bundle.review_threshold).mean() >= 0.9
+    alert = metrics["tiers"]["alert"]
+    assert alert["share"] == pytest.approx((score >= bundle.threshold).mean(), abs=1e-6)
+    assert alert["ci95"]["share"][0] < alert["share"] < alert["ci95"]["share"][1]
+    # The curve the admin page draws: rising thresholds, falling sensitivity and alert share.
+    curve = bundle.operating_curve
+    assert len(curve) > 10
+    assert [p["threshold"] for p in curve] == sorted(p["threshold"] for p in curve)
+    assert np.all(np.diff([p["alert_share"] for p in curve]) <= 0)
+    assert np.all(np.diff([p["sensitivity"] for p in curve]) <= 0)
+
+
+def test_the_alert_threshold_keeps_its_specificity_in_every_group():
+    groups = np.array(["a"] * 100 + ["b"] * 100)
+    score = np.r_[np.linspace(0.0, 0.5, 100), np.linspace(0.3, 0.9, 100)]
+    positive = np.zeros(200, dtype=bool)
+    threshold = specificity_threshold_within_every_group(score, positive, groups, 0.8)
+    assert (score[groups == "b"] < threshold).mean() >= 0.8  # the group with higher scores binds
+    assert (score[groups == "b"] < threshold - 0.01).mean() < 0.8  # and it is the lowest that does
+    assert (score[groups == "a"] < threshold).mean() == 1.0
 
 
 def test_the_threshold_holds_in_a_weaker_source_that_the_collection_hides():
@@ -114,7 +141,8 @@ def test_recalibrate_copies_a_finetuned_bundle_with_a_new_operating_point(tmp_pa
     assert set(bundle.metadata["metrics"]) == {"validation", "held_out"}
     assert bundle.metadata["metrics"]["held_out"]["n"] == 12
     card = (out / "README.md").read_text()
-    assert "within every image collection and every source within one that holds at least 20" in card
+    assert "sensitivity within every image collection and every source of 20+ validation" in card
+    assert "Alert tier at melanoma probability" in card and "Review tier at" in card
     assert "validation by source: ham10000/pool sensitivity" in card
     assert json.loads((original / "metadata.json").read_text())["version"] == "test-1"  # untouched
 

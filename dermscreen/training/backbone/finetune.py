@@ -633,7 +633,7 @@ def finish_bundle(path: Path, validation: pd.DataFrame, tests: dict, target_sens
     """Fit an exported bundle's operating point on ``validation`` (``operating_point``), measure
     it on every test set, write its metrics and model card (``card(metadata)``); return the
     metrics."""
-    calibrate_bundle(path, validation, target_sensitivity, log)
+    calibrate_bundle(path, validation, target_sensitivity, log=log)
     metadata = load_bundle(path).metadata
     metadata["metrics"].update(measure_tests(path, tests, log))
     agreement = onnx_tensorflow_difference(path, pd.concat(tests.values())["path"][:64])
