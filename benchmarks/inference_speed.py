@@ -5,8 +5,10 @@
 Both paths go through ``dermscreen.bundle.load_bundle(path, backend=...).predict`` on the same
 random input arrays (decoding excluded), after one warm-up batch, with the bundle's test-time
 views (each image runs once per view) and, for a bundle with several, with the plain view alone,
-so that the cost of the views is measured in the same run. It prints images/s per batch size and
-the largest probability difference between the two paths; ``--plot`` also draws it.
+so that the cost of the views is measured in the same run. For a bundle with a gate, the ONNX
+path is also measured as the workers run it, ``Bundle.screen``: quality statistics, the
+detectors' masked forward pass, then the views. It prints images/s per batch size and the
+largest probability difference between the two paths; ``--plot`` also draws it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from dataclasses import replace
 import click
 import numpy as np
 
-from dermscreen.bundle import load_bundle
+from dermscreen.bundle import Prepared, load_bundle
 
 BACKENDS = ("tensorflow", "onnx")
+GATED = "onnx, with the gate"
 
 
 def variants(model) -> dict:
@@ -33,14 +36,24 @@ def variants(model) -> dict:
             plain = copy.deepcopy(bundle.metadata)
             plain["output"]["views"] = ["identity"]
             out[f"{backend}, plain view"] = replace(bundle, metadata=plain)
+    if out["onnx"].gate:
+        out[GATED] = load_bundle(model, backend="onnx")
     return out
 
 
-def images_per_second(bundle, images: np.ndarray, batch: int) -> float:
-    bundle.predict(images[:batch])  # warm-up: graph tracing, session start
+def images_per_second(bundle, images: np.ndarray, batch: int, gated: bool = False) -> float:
+    height, width = bundle.input_size
+
+    def run(chunk: np.ndarray) -> None:
+        if gated:
+            bundle.screen([Prepared(pixels, (width, height)) for pixels in chunk])
+        else:
+            bundle.predict(chunk)
+
+    run(images[:batch])  # warm-up: graph tracing, session start
     start = time.perf_counter()
     for first in range(0, len(images), batch):
-        bundle.predict(images[first:first + batch])
+        run(images[first:first + batch])
     return len(images) / (time.perf_counter() - start)
 
 
@@ -76,7 +89,7 @@ def main(model, batches, images, plot):
     height, width = first.input_size
     data = np.random.default_rng(0).uniform(0, 255, (images, height, width, 3)).astype(np.float32)
     difference = np.abs(bundles["onnx"].predict(data[:16]) - bundles["tensorflow"].predict(data[:16])).max()
-    results = {label: {b: images_per_second(bundle, data, b) for b in batches}
+    results = {label: {b: images_per_second(bundle, data, b, gated=label == GATED) for b in batches}
                for label, bundle in bundles.items()}
     click.echo(f"{first.metadata.get('name', first.path.name)} {first.version}: {height}x{width}, "
                f"{images} random images, {len(first.views)} test-time view(s) each, {os.cpu_count()} CPUs")
