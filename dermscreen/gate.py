@@ -6,7 +6,8 @@ fitted on) and ``gate.npz`` (the arrays). ``Bundle.screen`` applies it in two st
 1. **quality**, on plain statistics of the image (``image_statistics``): too small, too dark,
    too bright, mostly a uniform field, too blurred. Each threshold lies beyond (almost) every
    training dermoscopy image;
-2. **dermoscopy or not**, on the model's own pooled features of the plain view with its
+2. **dermoscopy or not**, on the model's own features (pooled, and two inner feature maps'
+   statistics) of the plain view with its
    bottom-left corner masked (``mask_corner``: where clinical photograph libraries put their
    logo, so the gate never sees one, in fitting or in serving): a logistic regression trained on
    dermoscopy against images that are not (clinical photographs, documents, natural
