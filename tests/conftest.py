@@ -12,6 +12,7 @@ is unreachable they fail, they are not skipped.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ from dermscreen.db.tenancy import Role
 from tests.factories import make_tiny_bundle
 
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+# The Redis server the tests use, without a database number (another port lets test runs coexist)
+REDIS_SERVER = os.environ.get("DERMSCREEN_TEST_REDIS", "redis://127.0.0.1:6379")
 # Password that ``make_user`` gives every user unless told otherwise.
 TEST_PASSWORD = "correct horse battery staple"
 

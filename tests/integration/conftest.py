@@ -17,10 +17,9 @@ import pytest
 
 from dermscreen.config import Config
 from dermscreen.db.session import session_factory
-from tests.conftest import throwaway_postgres
+from tests.conftest import REDIS_SERVER as REDIS, throwaway_postgres
 from tests.worker.receivers import SmtpReceiver, WebhookReceiver
 
-REDIS = "redis://127.0.0.1:6379"
 DERMSCREEN = str(Path(sys.executable).with_name("dermscreen"))
 ROOT = Path(__file__).resolve().parents[2]
 

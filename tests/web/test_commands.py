@@ -15,6 +15,7 @@ from sqlalchemy import select
 from dermscreen import accounts
 from dermscreen.cli import main
 from dermscreen.db import ApiToken, Hospital, Role, User
+from tests.conftest import REDIS_SERVER
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def test_serve_migrates_the_database_and_answers(server, tmp_path):
     # a Redis broker URL selects distributed mode: serve starts no embedded worker here
     dermscreen = str(Path(sys.executable).parent / "dermscreen")
     process = server([dermscreen, "serve", "--port", str(port)],
-                     DERMSCREEN_BROKER_URL="redis://127.0.0.1:6379/15")
+                     DERMSCREEN_BROKER_URL=f"{REDIS_SERVER}/15")
     response = wait_for(f"http://127.0.0.1:{port}/api/v1/openapi.json", process)
     assert response.status_code == 200 and response.json()["openapi"].startswith("3.")
     assert requests.get(f"http://127.0.0.1:{port}/api/v1/alerts").status_code == 401

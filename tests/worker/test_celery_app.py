@@ -10,10 +10,11 @@ import pytest
 from dermscreen.config import Config
 from dermscreen.worker import queues
 from dermscreen.worker.celery_app import make_celery
+from tests.conftest import REDIS_SERVER
 
 
 def test_guarantees_routes_and_task_names(tmp_path):
-    config = Config(home=tmp_path, broker_url="redis://127.0.0.1:6379/13", task_time_limit=600,
+    config = Config(home=tmp_path, broker_url=f"{REDIS_SERVER}/13", task_time_limit=600,
                     visibility_timeout=900)
     app = make_celery(config)
     conf = app.conf
