@@ -202,6 +202,18 @@ def test_a_threshold_set_for_another_version_is_not_marked_as_in_force(admin, cu
     assert re.findall(r'<g class="mark (\w+)"', page) == ["shipped", "review"]
 
 
+def test_an_alert_threshold_below_the_review_threshold_is_warned_about(admin, curve_config, make_hospital,
+                                                                      sessions):
+    client = admin(curve_config)
+    client.get("/admin/hospitals")  # registers and activates the curve bundle
+    hospital = make_hospital()
+    url = f"/admin/hospitals/{hospital.id}/threshold"
+    assert 'data-testid="below-review"' not in client.get(url).text  # the shipped 0.1 is above 0.03
+    assert client.post(url, data={"alert_threshold": str(REVIEW / 2)}).status_code == 303
+    warning = re.search(r'data-testid="below-review">(.+?)</p>', client.get(url).text, re.S)
+    assert warning and f"review threshold ({REVIEW:.4f})" in text_of(warning.group(1))
+
+
 def test_without_a_curve_the_pages_say_so_and_keep_the_typed_threshold(admin, config, make_hospital):
     client = admin(config)  # the tiny bundle recorded no curve
     hospital = make_hospital()
