@@ -7,7 +7,9 @@
 
 Every upload becomes Image rows: one per image (an upload that is an image, or each file of an
 archive), ``queued`` once stored, ``failed`` with the reason when it is not a real image; a refused
-archive is one failed row naming the archive and why. Good images of a batch never wait on its bad
+archive is one failed row naming the archive and why. A DICOM instance is stored as its pixels
+with its UIDs (``dermscreen.worker.dicom``); a DICOMDIR index file is skipped, the instances it
+lists are files of their own. Good images of a batch never wait on its bad
 ones. Running ingest again for a batch already ingested only returns its still-queued images.
 """
 
