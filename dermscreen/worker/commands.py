@@ -57,7 +57,10 @@ def format_table(report: dict) -> str:
               help="Write the results to this file instead of stdout (needed for pdf and sr).")
 @click.option("--model", "bundle_dir", type=click.Path(exists=True, file_okay=False),
               help="Score with this model bundle instead of the active one.")
-def screen(paths, as_json, output_format, out, bundle_dir):
+@click.option("--metadata", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The batch's metadata CSV (an 'image' column, then any others), as the API "
+                   "takes it; it appears in every format.")
+def screen(paths, as_json, output_format, out, bundle_dir, metadata):
     """Screen image files, folders, DICOM files and zip/tar.gz archives (with DICOMDIR layouts)
     on this machine (no services needed).
 
@@ -77,7 +80,7 @@ def screen(paths, as_json, output_format, out, bundle_dir):
 
     config = Config.from_env()
     try:
-        report = screen_paths(config, list(paths), bundle_dir, progress)
+        report = screen_paths(config, list(paths), bundle_dir, progress, metadata)
         if output_format in ("table", "json"):
             text = json.dumps(report, indent=2) if output_format == "json" else \
                 format_table(report)

@@ -107,10 +107,12 @@ class _Silent:
 
 
 def screen_paths(config: Config, paths: list[Path], bundle_dir: str | None = None,
-                 progress: Callable[[int, str], object] = lambda total, label: _Silent()) -> dict:
+                 progress: Callable[[int, str], object] = lambda total, label: _Silent(),
+                 metadata: Path | None = None) -> dict:
     """Screen files, folders and archives; return ``{"batch", "results", "summary"}``.
 
-    ``bundle_dir`` scores with that bundle instead of the active model version.
+    ``bundle_dir`` scores with that bundle instead of the active model version; ``metadata`` is
+    the batch's metadata CSV, as the API takes it.
     ``progress(total, label)`` makes a context manager with ``update(n)`` (e.g.
     ``click.progressbar``): once for the files checked, once for the images scored.
     """
@@ -125,7 +127,9 @@ def screen_paths(config: Config, paths: list[Path], bundle_dir: str | None = Non
     with ExitStack() as stack, sessions.begin() as session:
         uploads = [(name, stack.enter_context(open(path, "rb")))
                    for name, path in collect_files(paths)]
-        batch_id = submit_batch(session, config, hospital.id, uploads, keep_folders=True).id
+        metadata_stream = stack.enter_context(open(metadata, "rb")) if metadata else None
+        batch_id = submit_batch(session, config, hospital.id, uploads, metadata_stream,
+                                keep_folders=True).id
     with progress(len(uploads), "checking") as bar:
         chunks = jobs.run_ingest(config, batch_id, bar.update)
     with progress(sum(len(chunk) for chunk in chunks), "scoring") as bar:

@@ -85,3 +85,31 @@ def test_another_hospitals_token_gets_no_export(client, make_token, screened):  
     response = client.get(f"/api/v1/batches/{screened.batch_id}/results?format=pdf",
                           headers={"Authorization": f"Bearer {plaintext}"})
     assert response.status_code == 404
+
+
+def test_dicom_posted_to_the_api_is_screened_and_its_metadata_reaches_the_fhir(
+        client, monkeypatch, config, make_token):
+    import numpy as np
+
+    from dermscreen.worker import jobs
+    from tests.dicom_files import dicom_bytes, photograph
+    from tests.factories import RED, lesion_image
+
+    monkeypatch.setattr("dermscreen.web.api.batches.enqueue_ingest", lambda *args: None)
+    _, plaintext = make_token()
+    source = photograph(np.asarray(lesion_image(RED)), "rgb-jpegls-lossless")
+    response = client.post("/api/v1/batches", headers={"Authorization": f"Bearer {plaintext}"},
+                           data={"files": [(io.BytesIO(dicom_bytes(source)), "lesion.dcm")],
+                                 "metadata": (io.BytesIO(b"image,site\nlesion,scalp\n"),
+                                              "metadata.csv")})
+    assert response.status_code == 202, response.json
+    batch_id = response.json["id"]
+    for chunk in jobs.run_ingest(config, batch_id):
+        jobs.run_predict_chunk(config, chunk)
+
+    text = client.get(f"/api/v1/batches/{batch_id}/results?format=fhir",
+                      headers={"Authorization": f"Bearer {plaintext}"}).data
+    observation = Bundle.model_validate_json(text).entry[1].resource
+    components = {c.code.coding[0].code: c.valueString for c in observation.component}
+    assert components["metadata-site"] == "scalp" and components["tier"] == "alert"
+    assert observation.derivedFrom[0].identifier.value == f"urn:oid:{source.StudyInstanceUID}"

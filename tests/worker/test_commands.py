@@ -220,10 +220,14 @@ def test_screen_writes_hospital_formats_of_a_dicomdir_folder(tmp_path, tiny_bund
                photograph(np.asarray(lesion_image(PURPLE, seed=3)), "ybr-full")]
     write_dicomdir(tmp_path / "media", sources)
 
-    fhir_text = run_screen(tmp_path, tmp_path / "media", "--format", "fhir",
-                           "--model", tiny_bundle).stdout
+    (tmp_path / "meta.csv").write_text("image,site\nPT000000/ST000000/SE000000/IM000000,back\n")
+    fhir_text = run_screen(tmp_path, tmp_path / "media", "--format", "fhir", "--metadata",
+                           tmp_path / "meta.csv", "--model", tiny_bundle).stdout
     bundle = Bundle.model_validate_json(fhir_text)
     assert len(bundle.entry) == 3  # the report and one observation per instance, not DICOMDIR
+    sites = [{c.code.coding[0].code: c.valueString for c in entry.resource.component}
+             .get("metadata-site") for entry in bundle.entry[1:]]
+    assert sorted(sites, key=str) == ["back", None]
     assert PATIENT_NAME not in fhir_text
 
     run_screen(tmp_path, tmp_path / "media", "--format", "pdf", "--out", tmp_path / "r.pdf",
