@@ -227,7 +227,7 @@ def test_screen_writes_hospital_formats_of_a_dicomdir_folder(tmp_path, tiny_bund
     assert len(bundle.entry) == 3  # the report and one observation per instance, not DICOMDIR
     sites = [{c.code.coding[0].code: c.valueString for c in entry.resource.component}
              .get("metadata-site") for entry in bundle.entry[1:]]
-    assert sorted(sites, key=str) == ["back", None]
+    assert sorted(sites, key=str) == [None, "back"]
     assert PATIENT_NAME not in fhir_text
 
     run_screen(tmp_path, tmp_path / "media", "--format", "pdf", "--out", tmp_path / "r.pdf",
