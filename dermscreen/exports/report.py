@@ -133,7 +133,7 @@ def batch_pdf(content: BatchContent) -> bytes:
     story += [Paragraph(f"Alerts ({len(parts['alerts'])})", styles["Heading2"])]
     story += [table(["image", "melanoma", "diagnosis / metadata", "image", "heatmap"],
                     [[cell(row["image"]), cell(probability(row["melanoma_probability"])),
-                      cell(f"{row['diagnosis']}\n{metadata_text(row['details'])}"),
+                      [cell(row["diagnosis"] or ""), cell(metadata_text(row["details"]))],
                       picture(row["stored_path"], "no image"),
                       picture(row["heatmap_path"], "heatmap not rendered")]
                      for row in parts["alerts"]],
