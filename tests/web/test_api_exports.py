@@ -14,17 +14,16 @@ from pypdf import PdfReader
 from sqlalchemy import select
 
 from dermscreen.db import AuditEntry, Batch
+from dermscreen.db.tenancy import Hospital
 from tests.exports.conftest import screened, submit, worker_config  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
 def headers(sessions, make_token, screened):  # noqa: F811
+    """A token of the hospital that submitted the screened batch."""
     with sessions() as session:
-        hospital = session.get(Batch, screened.batch_id).hospital_id
-    from dermscreen.db.tenancy import Hospital
-
-    with sessions() as session:
-        _, plaintext = make_token(session.get(Hospital, hospital))
+        hospital = session.get(Hospital, session.get(Batch, screened.batch_id).hospital_id)
+        _, plaintext = make_token(hospital)
     return {"Authorization": f"Bearer {plaintext}"}
 
 
