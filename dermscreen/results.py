@@ -91,7 +91,7 @@ def result_row(image: Image) -> dict:
     }
 
 
-def _order(row: dict):
+def result_order(row: dict):
     """Alert, review, none, then the unscored; by melanoma probability within each, then name."""
     rank = TIERS.index(row["tier"]) if row["tier"] else len(TIERS)
     return (rank, -(row["melanoma_probability"] or 0.0), row["image"])
@@ -104,17 +104,27 @@ def batch_results(session: Session, batch: Batch) -> list[dict]:
         select(Image).where(Image.batch_id == batch.id)
         .options(selectinload(Image.predictions).selectinload(Prediction.model_version))
     ).all()
-    return sorted((result_row(image) for image in images), key=_order)
+    return sorted((result_row(image) for image in images), key=result_order)
+
+
+def dicom_reference(image: Image) -> dict | None:
+    """The source DICOM instance's UIDs (study, series, SOP instance, SOP class), or None."""
+    if not image.dicom_sop_instance_uid:
+        return None
+    return {"study_uid": image.dicom_study_uid, "series_uid": image.dicom_series_uid,
+            "sop_instance_uid": image.dicom_sop_instance_uid,
+            "sop_class_uid": image.dicom_sop_class_uid}
 
 
 def image_result(session: Session, image: Image) -> dict:
-    """One image's result row with its batch, metadata, and the model version and the alert and
-    review thresholds that scored it."""
+    """One image's result row with its batch, metadata, source DICOM instance (or None), and the
+    model version and the alert and review thresholds that scored it."""
     row = result_row(image)
     prediction = current_prediction(image)
     row.update(
         batch_id=image.batch_id,
         details=image.details,
+        dicom=dicom_reference(image),
         width=image.width,
         height=image.height,
         model_version=prediction.model_version.version if prediction else None,

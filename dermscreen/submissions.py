@@ -38,6 +38,8 @@ MANIFEST = "manifest.json"
 METADATA = "metadata.csv"
 METADATA_NAME_COLUMNS = ("image", "filename")
 COPY_BLOCK = 1 << 20
+# How many leading bytes tell a file's kind (a DICOM file's magic ends at byte 132).
+HEAD_BYTES = 132
 # Leading bytes of the image formats the worker accepts, and of zip and gzip (tar.gz) archives.
 SIGNATURES = {
     b"\xff\xd8\xff": "image",           # JPEG
@@ -80,8 +82,11 @@ def display_name(filename: str | None, index: int, keep_folders: bool = False) -
 
 
 def upload_kind(head: bytes) -> str | None:
-    """``"image"``, ``"archive"`` or None, from a file's first bytes."""
+    """``"image"``, ``"archive"`` or None, from a file's first bytes (HEAD_BYTES of them: a DICOM
+    file says ``DICM`` after its 128-byte preamble)."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    if head[128:132] == b"DICM":
         return "image"
     for signature, kind in SIGNATURES.items():
         if head.startswith(signature):
@@ -89,7 +94,7 @@ def upload_kind(head: bytes) -> str | None:
     return None
 
 
-def _peek(stream: BinaryIO, size: int = 16) -> bytes:
+def _peek(stream: BinaryIO, size: int = HEAD_BYTES) -> bytes:
     head = stream.read(size)
     stream.seek(0)
     return head
@@ -145,7 +150,7 @@ def check_upload(files: list[Upload], metadata_csv: BinaryIO | None = None) -> N
         if not head:
             empty.append(f"{name}: empty file")
         elif upload_kind(head) is None:
-            unsupported.append(f"{name}: not a JPEG, PNG, TIFF, BMP or WebP image, "
+            unsupported.append(f"{name}: not a JPEG, PNG, TIFF, BMP, WebP or DICOM image, "
                                f"nor a zip or tar.gz archive")
     if empty:
         raise UploadRefused(400, empty)

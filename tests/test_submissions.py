@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from dermscreen.submissions import (UploadRefused, check_upload, display_name, metadata_for,
-                                    read_metadata, upload_kind)
+from dermscreen.submissions import (HEAD_BYTES, UploadRefused, check_upload, display_name,
+                                    metadata_for, read_metadata, upload_kind)
 from tests.factories import image_bytes, lesion_image
 
 
@@ -40,6 +40,16 @@ def test_display_name_keeps_relative_folders_when_asked(filename, expected):
 def test_upload_kind_recognises_the_accepted_image_formats(format, kind):
     data = image_bytes(lesion_image(size=(16, 16)), format=format)
     assert upload_kind(data[:16]) == kind
+
+
+def test_upload_kind_recognises_dicom_by_the_magic_after_its_preamble():
+    import numpy as np
+
+    from tests.dicom_files import dicom_bytes, photograph
+
+    data = dicom_bytes(photograph(np.asarray(lesion_image(size=(16, 16))), "rgb-explicit"))
+    assert upload_kind(data[:HEAD_BYTES]) == "image"
+    assert upload_kind(bytes(128) + b"DICX") is None
 
 
 def test_upload_kind_recognises_archives_and_refuses_the_rest():

@@ -81,6 +81,12 @@ class Image(Base):
     error: Mapped[Optional[str]] = mapped_column(Text)
     # Per-image metadata from the optional CSV (patient age, site, ...), as given.
     details: Mapped[Optional[dict]]
+    # For a DICOM upload, the source instance's UIDs (dermscreen.worker.dicom.KEPT_ATTRIBUTES),
+    # so results can be filed back; no other DICOM attribute is kept.
+    dicom_study_uid: Mapped[Optional[str]] = mapped_column(String(64))
+    dicom_series_uid: Mapped[Optional[str]] = mapped_column(String(64))
+    dicom_sop_instance_uid: Mapped[Optional[str]] = mapped_column(String(64))
+    dicom_sop_class_uid: Mapped[Optional[str]] = mapped_column(String(64))
     queued_at: Mapped[Optional[timestamp]]
     heatmap_path: Mapped[Optional[str]] = mapped_column(String(500))
     created_at: Mapped[created]

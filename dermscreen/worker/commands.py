@@ -2,6 +2,7 @@
 
     dermscreen screen ./lesions/ archive.zip          # progress bar, then a table
     dermscreen screen ./lesions/ --json               # {"batch", "results", "summary"}
+    dermscreen screen ./dicom/ --format pdf --out report.pdf   # also csv, fhir, html, sr (zip)
     dermscreen worker --queues inference -c 1         # a GPU node
     dermscreen worker --queues ingest,notify --beat   # a CPU node that also runs the reconciler
 """
@@ -18,6 +19,10 @@ import click
 from dermscreen.config import Config
 from dermscreen.tiers import REVIEW
 from dermscreen.worker import queues
+
+
+OUTPUT_FORMATS = ("table", "json", "csv", "fhir", "pdf", "html", "sr")
+BINARY_FORMATS = ("pdf", "sr")
 
 
 def format_table(report: dict) -> str:
@@ -43,27 +48,52 @@ def format_table(report: dict) -> str:
 @click.command()
 @click.argument("paths", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (--format json).")
+@click.option("--format", "output_format", default="table", show_default=True,
+              type=click.Choice(OUTPUT_FORMATS),
+              help="table or json (as --json), csv, fhir (FHIR R4 Bundle), pdf or html (batch "
+                   "report), sr (a zip of DICOM SRs, one per DICOM image).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results to this file instead of stdout (needed for pdf and sr).")
 @click.option("--model", "bundle_dir", type=click.Path(exists=True, file_okay=False),
               help="Score with this model bundle instead of the active one.")
-def screen(paths, as_json, bundle_dir):
-    """Screen image files, folders and zip/tar.gz archives on this machine (no services needed).
+@click.option("--metadata", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The batch's metadata CSV (an 'image' column, then any others), as the API "
+                   "takes it; it appears in every format.")
+def screen(paths, as_json, output_format, out, bundle_dir, metadata):
+    """Screen image files, folders, DICOM files and zip/tar.gz archives (with DICOMDIR layouts)
+    on this machine (no services needed).
 
     State (an SQLite database, the image store) goes under $DERMSCREEN_HOME.
     """
+    output_format = "json" if as_json else output_format
+    if output_format in BINARY_FORMATS and out is None:
+        raise click.UsageError(f"--format {output_format} writes a binary file: give --out")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from dermscreen.bundle import BundleError
     from dermscreen.registry import RegistryError
-    from dermscreen.worker.embedded import screen_paths
+    from dermscreen.exports.formats import NothingToExport
+    from dermscreen.worker.embedded import export_batch, screen_paths
 
     def progress(total: int, label: str):
         return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
 
+    config = Config.from_env()
     try:
-        report = screen_paths(Config.from_env(), list(paths), bundle_dir, progress)
-    except (BundleError, RegistryError) as error:
+        report = screen_paths(config, list(paths), bundle_dir, progress, metadata)
+        if output_format in ("table", "json"):
+            text = json.dumps(report, indent=2) if output_format == "json" else \
+                format_table(report)
+            body = text.encode()
+        else:
+            body = export_batch(config, report["batch"], output_format)[0]
+    except (BundleError, RegistryError, NothingToExport) as error:
         raise click.ClickException(str(error)) from error
-    click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
+    if out is None:
+        click.echo(body.decode().rstrip("\n"))
+    else:
+        out.write_bytes(body)
+        click.echo(f"{output_format} written to {out}", err=True)
 
 
 @click.command()

@@ -1,6 +1,7 @@
 """Embedded mode: the whole pipeline on one machine with no services, state under $DERMSCREEN_HOME.
 
     report = screen_paths(config, [Path("lesions/")])      # what `dermscreen screen` runs
+    body, media_type, extension = export_batch(config, report["batch"], "pdf")  # --format pdf
     worker = start_background_worker(config)                # what `dermscreen serve` starts
 
 ``screen_paths`` submits files the way the API does (but labels each by its path under the folder
@@ -28,10 +29,12 @@ from dermscreen import accounts
 from dermscreen.config import Config
 from dermscreen.db.migrate import upgrade
 from dermscreen.db.screening import Batch
+from dermscreen.exports.content import batch_content
+from dermscreen.exports.formats import render_batch
 from dermscreen.db.session import session_factory
 from dermscreen.db.tenancy import Hospital
 from dermscreen.registry import active_version, register_bundle
-from dermscreen.results import batch_results, batch_summary
+from dermscreen.results import batch_results, batch_summary, results_csv
 from dermscreen.submissions import submit_batch
 from dermscreen.worker import jobs, queues
 from dermscreen.worker.celery_app import app_for
@@ -104,10 +107,12 @@ class _Silent:
 
 
 def screen_paths(config: Config, paths: list[Path], bundle_dir: str | None = None,
-                 progress: Callable[[int, str], object] = lambda total, label: _Silent()) -> dict:
+                 progress: Callable[[int, str], object] = lambda total, label: _Silent(),
+                 metadata: Path | None = None) -> dict:
     """Screen files, folders and archives; return ``{"batch", "results", "summary"}``.
 
-    ``bundle_dir`` scores with that bundle instead of the active model version.
+    ``bundle_dir`` scores with that bundle instead of the active model version; ``metadata`` is
+    the batch's metadata CSV, as the API takes it.
     ``progress(total, label)`` makes a context manager with ``update(n)`` (e.g.
     ``click.progressbar``): once for the files checked, once for the images scored.
     """
@@ -122,7 +127,9 @@ def screen_paths(config: Config, paths: list[Path], bundle_dir: str | None = Non
     with ExitStack() as stack, sessions.begin() as session:
         uploads = [(name, stack.enter_context(open(path, "rb")))
                    for name, path in collect_files(paths)]
-        batch_id = submit_batch(session, config, hospital.id, uploads, keep_folders=True).id
+        metadata_stream = stack.enter_context(open(metadata, "rb")) if metadata else None
+        batch_id = submit_batch(session, config, hospital.id, uploads, metadata_stream,
+                                keep_folders=True).id
     with progress(len(uploads), "checking") as bar:
         chunks = jobs.run_ingest(config, batch_id, bar.update)
     with progress(sum(len(chunk) for chunk in chunks), "scoring") as bar:
@@ -140,6 +147,27 @@ def screen_paths(config: Config, paths: list[Path], bundle_dir: str | None = Non
         return {"batch": batch_id,
                 "results": [{key: row[key] for key in RESULT_KEYS} for row in rows],
                 "summary": batch_summary(session, batch)}
+
+
+def export_batch(config: Config, batch_id: str, name: str) -> tuple[bytes, str, str]:
+    """The screened batch as CSV or in a hospital format
+    (``dermscreen.exports.formats.BATCH_FORMATS``): body, media type, extension. The PDF and HTML reports first get the heatmaps of the alert tier rendered in this process,
+    as a worker renders them after scoring."""
+    from dermscreen.worker.heatmap_tasks import run_heatmap
+
+    sessions = session_factory(config.database_url)
+    if name == "csv":
+        with sessions() as session:
+            rows = batch_results(session, session.get(Batch, batch_id))
+        return results_csv(rows).encode(), "text/csv", "csv"
+    if name in ("pdf", "html"):
+        with sessions() as session:
+            rows = batch_content(session, session.get(Batch, batch_id)).rows
+        for row in rows:
+            if row["flagged"] and not row["heatmap_path"]:
+                run_heatmap(config, row["image_id"])
+    with sessions() as session:
+        return render_batch(batch_content(session, session.get(Batch, batch_id)), name)
 
 
 @dataclass

@@ -7,7 +7,9 @@
 
 Every upload becomes Image rows: one per image (an upload that is an image, or each file of an
 archive), ``queued`` once stored, ``failed`` with the reason when it is not a real image; a refused
-archive is one failed row naming the archive and why. Good images of a batch never wait on its bad
+archive is one failed row naming the archive and why. A DICOM instance is stored as its pixels
+with its UIDs (``dermscreen.worker.dicom``); a DICOMDIR index file is skipped, the instances it
+lists are files of their own. Good images of a batch never wait on its bad
 ones. Running ingest again for a batch already ingested only returns its still-queued images.
 """
 
@@ -28,7 +30,8 @@ from dermscreen.db.base import utcnow
 from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus
 from dermscreen.submissions import MANIFEST, metadata_for, read_metadata
 from dermscreen.worker.archives import ArchiveError, ArchiveLimits, archive_kind, extract_archive
-from dermscreen.worker.imagestore import ImageRejected, store_image
+from dermscreen.worker.dicom import DicomReference, dicom_to_png, is_dicom, is_dicomdir
+from dermscreen.worker.imagestore import ImageRejected, StoredImage, store_image
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,17 @@ def _candidates(upload: Path, name: str, work_dir: Path, limits: ArchiveLimits,
     return candidates
 
 
+def _store(candidate: Candidate, config: Config,
+           work: Path) -> tuple[StoredImage, DicomReference | None]:
+    """Store the candidate's pixels; a DICOM instance is turned into a PNG of its pixels first,
+    and its references come back with it."""
+    if not is_dicom(candidate.path):
+        return store_image(candidate.path, config.store_dir, config.max_image_pixels), None
+    with tempfile.NamedTemporaryFile(dir=work, suffix=".png") as pixels:
+        reference = dicom_to_png(candidate.path, Path(pixels.name), config.max_image_pixels)
+        return store_image(Path(pixels.name), config.store_dir, config.max_image_pixels), reference
+
+
 def ingest(session: Session, config: Config, batch_id: str,
            on_upload: Callable[[int], None] = lambda count: None) -> list[list[str]]:
     """Unpack and validate the batch's uploads; return its queued image ids in chunks.
@@ -116,17 +130,24 @@ def ingest(session: Session, config: Config, batch_id: str,
                                     original_name=name[:500], status=ImageStatus.FAILED,
                                     error=reason))
             for candidate in candidates:
+                if is_dicomdir(candidate.path):  # a DICOMDIR's index; its instances are files
+                    continue
                 image = Image(batch_id=batch.id, hospital_id=batch.hospital_id,
                               original_name=candidate.name[:500],
                               details=metadata_for(metadata, candidate.name))
                 try:
-                    stored = store_image(candidate.path, config.store_dir, config.max_image_pixels)
+                    stored, reference = _store(candidate, config, Path(work))
                 except ImageRejected as error:
                     image.status, image.error = ImageStatus.FAILED, str(error)
                 else:
                     image.status, image.queued_at = ImageStatus.QUEUED, now
                     image.content_hash, image.stored_path = stored.content_hash, str(stored.path)
                     image.width, image.height = stored.width, stored.height
+                    if reference:
+                        image.dicom_study_uid = reference.study_uid
+                        image.dicom_series_uid = reference.series_uid
+                        image.dicom_sop_instance_uid = reference.sop_instance_uid
+                        image.dicom_sop_class_uid = reference.sop_class_uid
                 images.append(image)
             on_upload(1)
     session.add_all(images)

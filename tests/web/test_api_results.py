@@ -78,7 +78,7 @@ def test_results_csv(client, scored, query, headers):
 def test_results_format_must_be_known(client, scored):
     response = client.get(f"/api/v1/batches/{scored.batch.id}/results?format=xml",
                           headers=scored.headers)
-    assert response.status_code == 400 and "json or csv" in response.json["reason"]
+    assert response.status_code == 400 and "json, csv, fhir, pdf, html, sr" in response.json["reason"]
 
 
 def test_results_prefer_the_active_model_versions_prediction(client, sessions, scored):

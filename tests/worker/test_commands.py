@@ -203,3 +203,49 @@ def test_screen_reports_unassessable_images_and_the_tiers_of_the_rest(tmp_path, 
     assert table["purple.jpg"].split()[3] == "review"
     assert ("7 images, 3 scored, 0 failed, 4 cannot be assessed; 1 flagged (alert tier), 1 in the"
             " review tier") in output
+
+
+def test_screen_writes_hospital_formats_of_a_dicomdir_folder(tmp_path, tiny_bundle):
+    import zipfile
+
+    import numpy as np
+    import pydicom
+    from fhir.resources.R4B.bundle import Bundle
+    from pypdf import PdfReader
+
+    from tests.dicom_files import PATIENT_NAME, photograph, write_dicomdir
+    from tests.factories import RED
+
+    sources = [photograph(np.asarray(lesion_image(RED)), "rgb-jpeg2000-lossless"),
+               photograph(np.asarray(lesion_image(PURPLE, seed=3)), "ybr-full")]
+    write_dicomdir(tmp_path / "media", sources)
+
+    (tmp_path / "meta.csv").write_text("image,site\nPT000000/ST000000/SE000000/IM000000,back\n")
+    fhir_text = run_screen(tmp_path, tmp_path / "media", "--format", "fhir", "--metadata",
+                           tmp_path / "meta.csv", "--model", tiny_bundle).stdout
+    bundle = Bundle.model_validate_json(fhir_text)
+    assert len(bundle.entry) == 3  # the report and one observation per instance, not DICOMDIR
+    sites = [{c.code.coding[0].code: c.valueString for c in entry.resource.component}
+             .get("metadata-site") for entry in bundle.entry[1:]]
+    assert sorted(sites, key=str) == [None, "back"]
+    assert PATIENT_NAME not in fhir_text
+
+    run_screen(tmp_path, tmp_path / "media", "--format", "pdf", "--out", tmp_path / "r.pdf",
+               "--model", tiny_bundle)
+    reader = PdfReader(tmp_path / "r.pdf")
+    text = " ".join(page.extract_text() for page in reader.pages)
+    assert "Alerts (1)" in text
+    assert sum(len(page.images) for page in reader.pages) == 2  # thumbnail and heatmap
+
+    run_screen(tmp_path, tmp_path / "media", "--format", "sr", "--out", tmp_path / "sr.zip",
+               "--model", tiny_bundle)
+    with zipfile.ZipFile(tmp_path / "sr.zip") as archive:
+        referenced = {pydicom.dcmread(io.BytesIO(archive.read(name)))
+                      .CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+                      .ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                      for name in archive.namelist()}
+    assert referenced == {dataset.SOPInstanceUID for dataset in sources}
+
+    result = CliRunner().invoke(main, ["screen", str(tmp_path / "media"), "--format", "pdf"],
+                                env={"DERMSCREEN_HOME": str(tmp_path / "home")})
+    assert result.exit_code == 2 and "give --out" in result.output

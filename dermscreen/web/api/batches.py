@@ -1,4 +1,5 @@
-"""Batches: submit (multipart), list, progress, results (JSON or CSV), one image's result."""
+"""Batches: submit (multipart), list, progress, results (JSON, CSV, FHIR, PDF, HTML, DICOM SR),
+one image's result (JSON, FHIR, DICOM SR)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from flask import Response, current_app, g, jsonify, request, url_for
 from dermscreen import results
 from dermscreen.db import audit
 from dermscreen.db.screening import Batch, Image
+from dermscreen.exports.content import batch_content, export_row, model_headline
+from dermscreen.exports.formats import (BATCH_FORMATS, IMAGE_FORMATS, NothingToExport,
+                                        render_batch, render_image)
+from dermscreen.results import current_prediction
 from dermscreen.submissions import UploadRefused, check_upload, submit_batch
 from dermscreen.web.api import bp
 from dermscreen.web.api.auth import audit_list, owned
@@ -55,26 +60,41 @@ def get_batch(batch_id: str):
     return jsonify(results.batch_summary(database.session, batch))
 
 
-def _wants_csv() -> bool:
+def _format(allowed: tuple[str, ...]) -> str:
+    """The ``format`` asked for (default json; ``Accept: text/csv`` selects csv where allowed)."""
     if "format" in request.args:
         wanted = request.args["format"].lower()
-        if wanted not in ("json", "csv"):
-            abort(400, f"format must be json or csv, not {wanted!r}")
-        return wanted == "csv"
-    best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
-    return best == "text/csv"
+        if wanted not in allowed:
+            abort(400, f"format must be one of {', '.join(allowed)}, not {wanted!r}")
+        return wanted
+    if "csv" in allowed:
+        best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
+        return "csv" if best == "text/csv" else "json"
+    return "json"
+
+
+def _exported(render, *args, filename: str) -> Response:
+    try:
+        body, media_type, extension = render(*args)
+    except NothingToExport as error:
+        abort(404, str(error))
+    return Response(body, mimetype=media_type, headers={
+        "Content-Disposition": f'attachment; filename="{filename}.{extension}"'})
 
 
 @bp.get("/batches/<batch_id>/results")
 def get_results(batch_id: str):
     batch = owned(Batch, batch_id)
     session = database.session
-    rows = results.batch_results(session, batch)
-    as_csv = _wants_csv()
+    wanted = _format(("json", "csv") + BATCH_FORMATS)
     audit.record(session, "view", batch, token_id=g.token.id, user_id=g.token.user_id,
-                 what="results", format="csv" if as_csv else "json")
+                 what="results", format=wanted)
     session.commit()
-    if as_csv:
+    if wanted in BATCH_FORMATS:
+        return _exported(render_batch, batch_content(session, batch), wanted,
+                         filename=f"batch-{batch.id}-results")
+    rows = results.batch_results(session, batch)
+    if wanted == "csv":
         return Response(results.results_csv(rows), mimetype="text/csv", headers={
             "Content-Disposition": f'attachment; filename="batch-{batch.id}-results.csv"'})
     return jsonify({"batch": results.batch_summary(session, batch), "results": rows})
@@ -84,7 +104,13 @@ def get_results(batch_id: str):
 def get_image(image_id: str):
     image = owned(Image, image_id)
     session = database.session
-    body = results.image_result(session, image)
-    audit.record(session, "view", image, token_id=g.token.id, user_id=g.token.user_id)
+    wanted = _format(("json",) + IMAGE_FORMATS)
+    audit.record(session, "view", image, token_id=g.token.id, user_id=g.token.user_id,
+                 **({} if wanted == "json" else {"format": wanted}))
     session.commit()
-    return jsonify(body)
+    if wanted in IMAGE_FORMATS:
+        prediction = current_prediction(image)
+        model = model_headline(prediction.model_version) if prediction else None
+        return _exported(render_image, export_row(session, image), model, wanted,
+                         filename=f"image-{image.id}")
+    return jsonify(results.image_result(session, image))
