@@ -164,16 +164,16 @@ def test_hostile_uploads_are_refused_with_reasons_while_good_images_are_scored(
     rows = {row["image"]: row for row in
             api(http, tenants["token_a"], "GET", f"/batches/{batch_id}/results").json()["results"]}
     assert {name for name, row in rows.items() if row["status"] == "done"} == {
-        "red.jpg", "blue.png", "lesions/red2.jpg"}
+        "red.jpg", "blue.png", "good.zip/lesions/red2.jpg"}
     assert rows["red.jpg"]["flagged"] and not rows["blue.png"]["flagged"]
     reasons = {name: row["error"] for name, row in rows.items() if row["status"] == "failed"}
     assert "outside the archive" in reasons["traversal.zip"]
     assert "a link" in reasons["symlink.tar.gz"]
     assert "compression ratio" in reasons["bomb.zip"]
-    assert "decompression bomb" in reasons["lesions/bomb.png"]
+    assert "decompression bomb" in reasons["good.zip/lesions/bomb.png"]
     assert "decompression bomb" in reasons["bomb-alone.png"]
     assert "corrupt image" in reasons["truncated.jpg"]
-    assert "not a recognised image" in reasons["lesions/notes.jpg"]
+    assert "not a recognised image" in reasons["good.zip/lesions/notes.jpg"]
     assert summary["counts"]["failed"] == len(reasons) == 7
     assert summary["counts"]["done"] == 3
 
