@@ -98,7 +98,7 @@ def test_archive_over_http_is_scored_stored_and_alerted_exactly_once(
                                  "flagged": 3, "pending": 0}
     rows = api(http, tenants["token_a"], "GET", f"/batches/{batch_id}/results").json()["results"]
     flagged = {row["image"] for row in rows if row["flagged"]}
-    assert flagged == {"visit/red1.jpg", "visit/red2.jpg", "single.jpg"}
+    assert flagged == {"visit.zip/visit/red1.jpg", "visit.zip/visit/red2.jpg", "single.jpg"}
     with module_sessions() as session:  # the system of record is PostgreSQL
         assert session.get_bind().dialect.name == "postgresql"
         predictions = session.execute(
