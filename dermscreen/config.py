@@ -50,8 +50,13 @@ class Config:
     secret_key: str = "dev-only-change-me"
     # Images per inference task.
     chunk_size: int = 32
-    # Images still queued after this many seconds are re-enqueued by the reconciler.
+    # Images still queued, and never taken by a worker, after this many seconds are re-enqueued
+    # by the reconciler (a lost message).
     queue_lease_seconds: int = 600
+    # A worker holds the images of the chunk it scores for this long, and renews the lease every
+    # third of it while the chunk runs; the reconciler re-enqueues images whose lease has passed
+    # (their worker died), so a dead worker's chunk runs again within a lease and an interval.
+    chunk_lease_seconds: int = 30
     # Upload and archive limits.
     max_upload_bytes: int = 512 * 1024 * 1024
     max_archive_members: int = 10_000
@@ -68,7 +73,7 @@ class Config:
     # giving an unacknowledged message (a dead worker's) to another worker; must be longer.
     task_time_limit: int = 1800
     visibility_timeout: int = 3600
-    reconcile_interval_seconds: int = 60  # celery beat runs the reconciler this often
+    reconcile_interval_seconds: int = 10  # celery beat runs the reconciler this often
 
     def __post_init__(self) -> None:
         self.home = Path(self.home)

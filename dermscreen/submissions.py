@@ -130,9 +130,12 @@ def read_metadata(stream: BinaryIO) -> dict[str, dict]:
 
 
 def metadata_for(metadata: dict[str, dict], name: str) -> dict | None:
-    """The metadata row for an image named ``name`` (full name, file name, or name sans suffix)."""
+    """The metadata row for an image named ``name``: by its full name, by any ending of its path
+    (an archive member ``a.zip/lesions/x.jpg`` by ``lesions/x.jpg`` or ``x.jpg``), or by its file
+    name sans suffix."""
     path = PurePosixPath(name.replace("\\", "/"))
-    for candidate in (name, path.name, path.stem):
+    endings = ["/".join(path.parts[start:]) for start in range(1, len(path.parts))]
+    for candidate in (name, *endings, path.stem):
         if candidate in metadata:
             return metadata[candidate]
     return None

@@ -88,6 +88,9 @@ class Image(Base):
     dicom_sop_instance_uid: Mapped[Optional[str]] = mapped_column(String(64))
     dicom_sop_class_uid: Mapped[Optional[str]] = mapped_column(String(64))
     queued_at: Mapped[Optional[timestamp]]
+    # While a worker scores it: a short lease, renewed by the worker's heartbeat. A queued image
+    # whose lease has passed was held by a worker that died (dermscreen.worker.leases).
+    held_until: Mapped[Optional[timestamp]]
     heatmap_path: Mapped[Optional[str]] = mapped_column(String(500))
     created_at: Mapped[created]
 

@@ -6,8 +6,9 @@
 Delivery guarantees: messages are acknowledged after the task ends (``task_acks_late``) and given
 back when a worker process dies (``task_reject_on_worker_lost``); each worker process reserves one
 message at a time; Redis hands an unacknowledged message (a dead worker's) to another worker after
-``visibility_timeout``, which is longer than any task may run. Tasks are idempotent, so a redone
-chunk doubles nothing. No result backend: job state lives in the database.
+``visibility_timeout``, which is longer than any task may run. A dead worker's chunk does not wait
+for that: its lease on the images passes and the reconciler queues them again
+(dermscreen.worker.leases). Tasks are idempotent, so a redone chunk doubles nothing. No result backend: job state lives in the database.
 """
 
 from __future__ import annotations

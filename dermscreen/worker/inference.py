@@ -2,13 +2,16 @@
 writes, alerts, counters.
 
     bundle = worker_bundle(str(bundle_path(version, config)))   # once per worker process
+    with sessions() as session:
+        stored = queued_paths(session, image_ids)
+    scored = score_images(bundle, stored)                       # no database while the model runs
     with sessions.begin() as session:
-        outcome = predict_chunk(session, config, bundle, image_ids)
+        outcome = record_chunk(session, config, bundle, image_ids, scored)
     # after the commit: enqueue outcome.delivery_ids and outcome.flagged_image_ids
 
 A chunk can be run twice (a worker killed before acknowledging it, a duplicate message): only
-images still ``queued`` are scored, predictions are inserted ``ON CONFLICT DO NOTHING`` on (image,
-model version), an image moves to done/failed/unassessable only from queued, and the batch
+images still ``queued`` are recorded, predictions are inserted ``ON CONFLICT DO NOTHING`` on
+(image, model version), an image moves to done/failed/unassessable only from queued, and the batch
 counters grow by the images this run moved. So nothing is lost, and nothing is counted or alerted
 twice. A rerun also hands back the unsent deliveries and missing heatmaps of images already done,
 in case the first run died after its commit but before its messages.
@@ -57,6 +60,15 @@ class ChunkOutcome:
 
 
 @dataclass
+class Scored:
+    """One image's screening, or why it could not be read from the store."""
+
+    image_id: str
+    screening: Screening | None = None
+    unreadable: str | None = None
+
+
+@dataclass
 class _Counts:
     done: int = 0
     failed: int = 0
@@ -68,7 +80,7 @@ def _finish_image(session: Session, image: Image, status: ImageStatus, error: st
     """Move ``image`` from queued to ``status``; False when another run already moved it."""
     return bool(session.execute(
         update(Image).where(Image.id == image.id, Image.status == ImageStatus.QUEUED)
-        .values(status=status, error=error)
+        .values(status=status, error=error, held_until=None)
         .execution_options(synchronize_session=False)
     ).rowcount)
 
@@ -130,40 +142,57 @@ def _unsent_follow_ups(session: Session, image_ids: list[str]) -> ChunkOutcome:
     return outcome
 
 
-def _screen(session: Session, bundle: Bundle, images: list[Image],
-            counts: dict[str, _Counts], outcome: ChunkOutcome) -> list[tuple[Image, Screening]]:
-    """Decode and screen the images; an unreadable one is failed here. (image, screening) for
-    the others."""
-    readable, prepared = [], []
-    for image in images:
+def queued_paths(session: Session, image_ids: list[str]) -> list[tuple[str, str]]:
+    """(id, stored path) of the images of ``image_ids`` still queued, by id."""
+    return [tuple(row) for row in session.execute(
+        select(Image.id, Image.stored_path).where(Image.id.in_(image_ids),
+                                                  Image.status == ImageStatus.QUEUED)
+        .order_by(Image.id))]
+
+
+def score_images(bundle: Bundle, stored: list[tuple[str, str]]) -> list[Scored]:
+    """Decode each stored image once and screen them all in one batch (no database here)."""
+    scored, prepared = [], []
+    for image_id, path in stored:
         try:
-            prepared.append(bundle.prepare(image.stored_path))
-            readable.append(image)
+            prepared.append(bundle.prepare(path))
         except (OSError, ValueError) as error:
-            if _finish_image(session, image, ImageStatus.FAILED, f"unreadable in store: {error}"):
-                counts.setdefault(image.batch_id, _Counts()).failed += 1
-                outcome.failed += 1
-    return list(zip(readable, bundle.screen(prepared)))
+            scored.append(Scored(image_id, unreadable=f"unreadable in store: {error}"))
+        else:
+            scored.append(Scored(image_id))
+    readable = [item for item in scored if item.unreadable is None]
+    for item, screening in zip(readable, bundle.screen(prepared)):
+        item.screening = screening
+    return scored
 
 
-def predict_chunk(session: Session, config: Config, bundle: Bundle,
-                  image_ids: list[str]) -> ChunkOutcome:
-    """Screen the still-queued images among ``image_ids``; write the predictions and alerts of
-    those the gate lets through, and the gate's reason for the others.
+def record_chunk(session: Session, config: Config, bundle: Bundle, image_ids: list[str],
+                 scored: list[Scored]) -> ChunkOutcome:
+    """Write what ``score_images`` found for the images of the chunk ``image_ids`` that are still
+    queued: predictions and alerts of those the gate let through, the reason for the others.
 
     The caller commits, then enqueues the outcome's deliveries and heatmaps.
     """
     outcome = _unsent_follow_ups(session, image_ids)
-    images = session.scalars(select(Image).where(Image.id.in_(image_ids),
-                                                 Image.status == ImageStatus.QUEUED)
-                             .order_by(Image.id)).all()
+    images = {image.id: image for image in session.scalars(
+        select(Image).where(Image.id.in_([item.image_id for item in scored]),
+                            Image.status == ImageStatus.QUEUED))}
     if not images:
         return outcome
     version = register_loaded(session, bundle)  # the version that really scores
     review = review_threshold(version)
     counts: dict[str, _Counts] = {}
     hospitals: dict[int, Hospital] = {}
-    for image, screening in _screen(session, bundle, images, counts, outcome):
+    for item in scored:
+        image = images.get(item.image_id)
+        if image is None:
+            continue  # another run of this chunk recorded it first
+        if item.unreadable:
+            if _finish_image(session, image, ImageStatus.FAILED, item.unreadable):
+                counts.setdefault(image.batch_id, _Counts()).failed += 1
+                outcome.failed += 1
+            continue
+        screening = item.screening
         if screening.unassessable:
             if _finish_image(session, image, ImageStatus.UNASSESSABLE, screening.unassessable):
                 counts.setdefault(image.batch_id, _Counts()).unassessable += 1

@@ -6,11 +6,11 @@
         enqueue_chunk(config, image_ids)
 
 Every upload becomes Image rows: one per image (an upload that is an image, or each file of an
-archive), ``queued`` once stored, ``failed`` with the reason when it is not a real image; a refused
-archive is one failed row naming the archive and why. A DICOM instance is stored as its pixels
-with its UIDs (``dermscreen.worker.dicom``); a DICOMDIR index file is skipped, the instances it
-lists are files of their own. Good images of a batch never wait on its bad
-ones. Running ingest again for a batch already ingested only returns its still-queued images.
+archive, named with its archive: ``a.zip/lesions/img001.jpg``), ``queued`` once stored, ``failed``
+with the reason when it is not a real image; a refused archive is one failed row naming the archive
+and why. A DICOM instance is stored as its pixels with its UIDs (``dermscreen.worker.dicom``); a
+DICOMDIR index file is skipped, the instances it lists are files of their own. Good images of a
+batch never wait on its bad ones. Running ingest again for a batch already ingested only returns its still-queued images.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from dermscreen.worker.imagestore import ImageRejected, StoredImage, store_image
 
 @dataclass(frozen=True)
 class Candidate:
-    """A file that should be an image: its name as the hospital knows it, and where it is."""
+    """A file that should be an image: its name as the hospital knows it (an archive member's
+    with its archive's, so two archives that each hold ``img001.jpg`` stay apart), and where it
+    is."""
 
     name: str
     path: Path
@@ -76,10 +78,11 @@ def _candidates(upload: Path, name: str, work_dir: Path, limits: ArchiveLimits,
         rejected.append((name, "archive refused: it holds no files"))
     candidates = []
     for member in members:
+        member_name = f"{name}/{member.name}"
         if archive_kind(member.path, member.name) is None:
-            candidates.append(Candidate(member.name, member.path))
+            candidates.append(Candidate(member_name, member.path))
         else:
-            rejected.append((member.name, "an archive inside an archive is not unpacked"))
+            rejected.append((member_name, "an archive inside an archive is not unpacked"))
     return candidates
 
 

@@ -13,8 +13,9 @@ from dermscreen.config import Config
 from dermscreen.db.screening import Batch
 from dermscreen.db.session import session_factory
 from dermscreen.registry import active_version, bundle_path
-from dermscreen.worker import notifier
-from dermscreen.worker.inference import ChunkOutcome, predict_chunk, worker_bundle
+from dermscreen.worker import leases, notifier
+from dermscreen.worker.inference import (ChunkOutcome, queued_paths, record_chunk, score_images,
+                                         worker_bundle)
 from dermscreen.worker.ingest import ingest, remove_uploads
 from dermscreen.worker.reconcile import Work, reconcile
 
@@ -32,14 +33,25 @@ def run_ingest(config: Config, batch_id: str,
 
 def run_predict_chunk(config: Config, image_ids: list[str],
                       bundle_dir: str | None = None) -> ChunkOutcome:
-    """Score a chunk with the bundle at ``bundle_dir``, by default the active model version's."""
+    """Score a chunk with the bundle at ``bundle_dir``, by default the active model version's.
+
+    The chunk's free queued images are held (a lease, committed first, renewed while they are
+    decoded and scored), then the results are written in one transaction. Images another worker
+    holds are left to it.
+    """
     sessions = session_factory(config.database_url)
-    if bundle_dir is None:
-        with sessions.begin() as session:
-            bundle_dir = str(bundle_path(active_version(session, config), config))
-    bundle = worker_bundle(bundle_dir)
     with sessions.begin() as session:
-        return predict_chunk(session, config, bundle, image_ids)
+        if bundle_dir is None:
+            bundle_dir = str(bundle_path(active_version(session, config), config))
+        held = leases.take(session, config, image_ids)
+    bundle = worker_bundle(bundle_dir)
+    with leases.renewed(sessions, config, held) as heartbeat:
+        with sessions() as session:
+            stored = queued_paths(session, held)
+        scored = score_images(bundle, stored)
+        heartbeat.stop()
+        with sessions.begin() as session:
+            return record_chunk(session, config, bundle, image_ids, scored)
 
 
 def run_deliver(config: Config, delivery_id: int):

@@ -4,8 +4,10 @@
         work = reconcile(session, config)
     # after the commit: enqueue work.batch_ids (ingest), work.chunks, work.delivery_ids
 
-A lost message or a dead worker delays work by at most a lease, never loses it; handing out work
-twice is harmless because every task is idempotent.
+A dead worker's chunk is handed out again once its lease (``chunk_lease_seconds``, renewed while
+the worker lives) has passed: within a lease and a reconcile interval. A lost message (images
+queued and never taken) waits for the longer ``queue_lease_seconds``. Nothing is ever lost;
+handing out work twice is harmless because every task is idempotent.
 """
 
 from __future__ import annotations
@@ -31,21 +33,25 @@ class Work:
 
 
 def reconcile(session: Session, config: Config) -> Work:
-    """Batches never ingested, images queued past the lease (their lease restarts now), and
-    deliveries that are due but were created or retried more than an interval ago."""
+    """Batches never ingested; queued images whose worker's lease has passed, or that no worker
+    took within the queue lease (both are queued afresh now); and deliveries that are due but
+    were created or retried more than an interval ago."""
     now = utcnow()
     expired = now - timedelta(seconds=config.queue_lease_seconds)
     work = Work()
     work.batch_ids = list(session.scalars(
         select(Batch.id).where(Batch.status == BatchStatus.RECEIVED, Batch.created_at < expired)
         .order_by(Batch.created_at)))
-    stale = session.execute(
-        select(Image.id, Image.batch_id)
-        .where(Image.status == ImageStatus.QUEUED, Image.queued_at < expired)
-        .order_by(Image.batch_id, Image.created_at)).all()
-    if stale:
-        session.execute(update(Image).where(Image.id.in_([row.id for row in stale]))
-                        .values(queued_at=now).execution_options(synchronize_session=False))
+    # One statement picks and re-queues, so an image a worker takes meanwhile is left to it.
+    stale = sorted(session.execute(
+        update(Image)
+        .where(Image.status == ImageStatus.QUEUED,
+               or_(Image.held_until < now,
+                   and_(Image.held_until.is_(None), Image.queued_at < expired)))
+        .values(queued_at=now, held_until=None)
+        .returning(Image.id, Image.batch_id, Image.created_at)
+        .execution_options(synchronize_session=False)).all(),
+        key=lambda row: (row.batch_id, row.created_at, row.id))
     by_batch: dict[str, list[str]] = {}
     for row in stale:
         by_batch.setdefault(row.batch_id, []).append(row.id)

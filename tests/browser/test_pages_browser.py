@@ -287,7 +287,7 @@ def screen_review_and_export(browser, site) -> tuple[str, str]:
     assert progress.get_attribute("value") == progress.get_attribute("max") == "5"
     assert "done: 5 of 5 images (1 failed, 2 flagged)" in page.locator("[data-progress-text]").inner_text()
     names = page.locator("#results tbody td.name").all_inner_texts()
-    assert sorted(names[:2]) == ["lesions/red-0.jpg", "lesions/red-2.jpg"]  # flagged first
+    assert sorted(names[:2]) == ["lesions.zip/lesions/red-0.jpg", "lesions.zip/lesions/red-2.jpg"]  # flagged first
     assert page.locator("#results tbody tr.flagged").count() == 2
     broken = page.locator("#results tbody tr", has_text="broken.jpg")
     assert broken.locator(".badge").inner_text() == "failed"

@@ -4,6 +4,7 @@ SMTP server and a webhook receiver. Every wait is bounded; every subprocess dies
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -103,12 +104,14 @@ class Workers:
 
     def start(self, name: str, config: Config, queues: str, concurrency: int = 1,
               beat: bool = False, chunk_delay: float = 0.0):
-        """Start ``dermscreen worker``; with ``chunk_delay``, each inference chunk first sleeps
-        that many seconds (see tests/integration/slow_worker.py)."""
+        """Start ``dermscreen worker``; with ``chunk_delay``, each inference chunk holds its
+        images that many seconds before scoring them and lists them in ``held(name)`` (see
+        tests/integration/slow_worker.py)."""
         env = config_env(config)
         command = [DERMSCREEN]
         if chunk_delay:
-            command = [sys.executable, "-m", "tests.integration.slow_worker", str(chunk_delay)]
+            command = [sys.executable, "-m", "tests.integration.slow_worker", str(chunk_delay),
+                       str(self.logs / f"{name}.held")]
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         log = open(self.logs / f"{name}.log", "wb")
         self.processes[name] = subprocess.Popen(
@@ -129,6 +132,14 @@ class Workers:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             return process.wait(timeout=10)
+
+    def held(self, name: str) -> list[list[str]]:
+        """The image ids of each chunk a slow worker (``chunk_delay``) has taken."""
+        path = self.logs / f"{name}.held"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def ready(self, name: str) -> bool:
+        return " ready." in (self.logs / f"{name}.log").read_text(errors="replace")
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")[-4000:]

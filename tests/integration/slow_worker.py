@@ -1,31 +1,33 @@
-"""`dermscreen worker` whose inference chunks are slow, so that a test can kill it mid-batch.
+"""`dermscreen worker` whose inference chunks are slow, so that a test can kill it mid-chunk.
 
-    python -m tests.integration.slow_worker SECONDS worker --queues inference ...
+    python -m tests.integration.slow_worker SECONDS HELD_FILE worker --queues inference ...
 
-Every ``screening.predict_chunk`` task first sleeps SECONDS (a Celery ``task_prerun`` handler,
-connected before the worker forks its pool, so every pool process has it); everything after
-SECONDS is the real ``dermscreen`` command line. Production code knows nothing of this.
+Every chunk first appends the ids of the images it holds (a line to HELD_FILE), then sleeps
+SECONDS while holding their lease, then is scored as usual: ``dermscreen.worker.jobs.score_images``
+is wrapped before the worker forks its pool, so every pool process has it. Everything after
+HELD_FILE is the real ``dermscreen`` command line. Production code knows nothing of this.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
-from celery.signals import task_prerun
-
 from dermscreen.cli import main
-from dermscreen.worker.queues import PREDICT_TASK
+from dermscreen.worker import jobs
 
-delay = 0.0
+score_images = jobs.score_images
 
 
-@task_prerun.connect
-def slow_chunk(sender=None, **_):
-    if sender is not None and sender.name == PREDICT_TASK:
-        time.sleep(delay)
+def slow_score_images(bundle, stored):
+    with open(HELD_FILE, "a") as held:
+        held.write(json.dumps([image_id for image_id, _ in stored]) + "\n")
+    time.sleep(DELAY)
+    return score_images(bundle, stored)
 
 
 if __name__ == "__main__":
-    delay = float(sys.argv[1])
-    main(args=sys.argv[2:], prog_name="dermscreen")
+    DELAY, HELD_FILE = float(sys.argv[1]), sys.argv[2]
+    jobs.score_images = slow_score_images
+    main(args=sys.argv[3:], prog_name="dermscreen")

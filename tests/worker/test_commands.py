@@ -50,13 +50,13 @@ def test_screen_json_on_a_folder_and_an_archive(tmp_path, lesions, tiny_bundle):
     report = json.loads(result.stdout)
     assert set(report) == {"batch", "results", "summary"}
     rows = {row["image"]: row for row in report["results"]}
-    assert set(rows) == {"red.jpg", "sub/blue.png", "corrupt.jpg", "more/red2.jpg"}
+    assert set(rows) == {"red.jpg", "sub/blue.png", "corrupt.jpg", "more.zip/more/red2.jpg"}
     for row in report["results"]:
         assert list(row) == ["image", "status", "melanoma_probability", "diagnosis",
                              "probabilities", "flagged", "tier", "error"]
         assert row["status"] in {"done", "failed"}
     assert [row["image"] for row in report["results"]][:2] == sorted(
-        ["red.jpg", "more/red2.jpg"], key=lambda name: -rows[name]["melanoma_probability"])
+        ["red.jpg", "more.zip/more/red2.jpg"], key=lambda name: -rows[name]["melanoma_probability"])
     assert rows["red.jpg"]["flagged"] and rows["red.jpg"]["diagnosis"] == "melanoma"
     assert not rows["sub/blue.png"]["flagged"] and rows["sub/blue.png"]["diagnosis"] == "nevus"
     assert rows["corrupt.jpg"]["status"] == "failed" and "corrupt image" in rows["corrupt.jpg"]["error"]
@@ -76,9 +76,10 @@ def test_screen_labels_images_by_their_path_under_the_folder(tmp_path, tiny_bund
 
     report = json.loads(run_screen(tmp_path, folder, "--json", "--model", tiny_bundle).stdout)
     rows = {row["image"]: row for row in report["results"]}
-    assert set(rows) == {"left/a.png", "right/a.png", "day1/a.png", "day2/a.png"}
+    assert set(rows) == {"left/a.png", "right/a.png", "visits.zip/day1/a.png",
+                         "visits.zip/day2/a.png"}
     assert rows["left/a.png"]["flagged"] and not rows["right/a.png"]["flagged"]
-    assert rows["day1/a.png"]["flagged"] and not rows["day2/a.png"]["flagged"]
+    assert rows["visits.zip/day1/a.png"]["flagged"] and not rows["visits.zip/day2/a.png"]["flagged"]
 
     table = run_screen(tmp_path, folder, "--model", tiny_bundle).stdout.splitlines()
     labels = {line.split()[0]: line for line in table[1:5]}
@@ -99,7 +100,7 @@ def test_screen_prints_a_table_and_refuses_hostile_archives(tmp_path, tiny_bundl
     assert "outside the archive" in table["traversal.zip"]
     assert "a link" in table["symlink.tar.gz"]
     assert "compression ratio" in table["bomb.zip"]
-    assert "decompression bomb" in table["lesions/bomb.png"]
+    assert "decompression bomb" in table["good.zip/lesions/bomb.png"]
     assert ("9 images, 3 scored, 6 failed, 0 cannot be assessed; 2 flagged (alert tier), 0 in the"
             " review tier") in result.stdout
 

@@ -38,21 +38,21 @@ def test_ingest_refuses_bad_uploads_with_reasons_and_keeps_good_images(
 
     images = images_by_name(sessions, batch_id)
     queued = {name for name, image in images.items() if image.status is ImageStatus.QUEUED}
-    assert queued == {"red.jpg", "blue.png", "lesions/red2.jpg", "top.jpg"}
+    assert queued == {"red.jpg", "blue.png", "good.zip/lesions/red2.jpg", "nested.zip/top.jpg"}
     errors = {name: image.error for name, image in images.items()
               if image.status is ImageStatus.FAILED}
     assert "outside the archive" in errors.pop("traversal.zip")
     assert "a link" in errors.pop("symlink.tar.gz")
     assert "compression ratio" in errors.pop("bomb.zip")
-    assert "decompression bomb" in errors.pop("lesions/bomb.png")
-    assert "not a recognised image" in errors.pop("lesions/notes.jpg")
+    assert "decompression bomb" in errors.pop("good.zip/lesions/bomb.png")
+    assert "not a recognised image" in errors.pop("good.zip/lesions/notes.jpg")
     assert "corrupt image" in errors.pop("truncated.jpg")
-    assert "archive inside an archive" in errors.pop("inner.zip")
+    assert "archive inside an archive" in errors.pop("nested.zip/inner.zip")
     assert errors == {}
     assert sorted(len(chunk) for chunk in chunks) == [2, 2]  # chunk_size 2
     assert {i for chunk in chunks for i in chunk} == {images[name].id for name in queued}
     assert images["red.jpg"].details == {"age": "61", "site": "back"}
-    assert images["lesions/red2.jpg"].details == {"age": "45", "site": "arm"}
+    assert images["good.zip/lesions/red2.jpg"].details == {"age": "45", "site": "arm"}
     assert images["blue.png"].details is None
     stored = Path(images["red.jpg"].stored_path)
     assert stored.is_file() and stored.name == f"{images['red.jpg'].content_hash}.png"
@@ -66,6 +66,35 @@ def test_ingest_refuses_bad_uploads_with_reasons_and_keeps_good_images(
     # A redelivered ingest message adds nothing and hands out the same queued images.
     assert sorted(map(sorted, jobs.run_ingest(worker_config, batch_id))) == sorted(map(sorted, chunks))
     assert count(sessions, Image) == 11
+
+
+def test_members_of_two_archives_with_one_file_name_keep_their_archive_in_every_result(
+        sessions, worker_config, make_hospital, make_user, submit):
+    from dermscreen.results import batch_results, results_csv
+    from dermscreen.worker.notifier import alert_message
+
+    worker_config.smtp_url = "smtp://127.0.0.1:2525"
+    hospital = make_hospital()
+    make_user("dermatologist", hospital=hospital)
+    batch_id = submit(hospital, {"a.zip": zip_bytes({"img001.jpg": red(1)}),
+                                 "b.zip": zip_bytes({"img001.jpg": red(2)})},
+                      metadata_csv="image,site\nimg001.jpg,back\n")
+    for chunk in jobs.run_ingest(worker_config, batch_id):
+        jobs.run_predict_chunk(worker_config, chunk)
+
+    with sessions() as session:
+        rows = batch_results(session, session.get(Batch, batch_id))
+        assert sorted(row["image"] for row in rows) == ["a.zip/img001.jpg", "b.zip/img001.jpg"]
+        assert all(row["flagged"] for row in rows)
+        csv_names = sorted(line.split(",")[1] for line in results_csv(rows).splitlines()[1:])
+        assert csv_names == ["a.zip/img001.jpg", "b.zip/img001.jpg"]
+        messages = [alert_message(session, worker_config, delivery)
+                    for delivery in session.scalars(select(Delivery))]
+        assert sorted(message["image"] for message in messages) == [
+            "a.zip/img001.jpg", "b.zip/img001.jpg"]
+    images = images_by_name(sessions, batch_id)
+    assert {name: image.details for name, image in images.items()} == {
+        "a.zip/img001.jpg": {"site": "back"}, "b.zip/img001.jpg": {"site": "back"}}
 
 
 def test_predict_scores_flags_alerts_and_completes_the_batch(

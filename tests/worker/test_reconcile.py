@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from dermscreen.db import Batch, Delivery, Image
 from dermscreen.db.base import utcnow
-from dermscreen.worker import jobs
+from dermscreen.worker import jobs, leases
 from tests.worker.conftest import blue, red
 
 
@@ -47,3 +49,51 @@ def test_reconcile_finds_stale_work_only(sessions, worker_config, submit, make_h
         session.execute(update(Delivery).where(Delivery.id == deliveries[1].id)
                         .values(next_attempt_at=utcnow() + timedelta(hours=1)))
     assert jobs.run_reconcile(worker_config).delivery_ids == [deliveries[0].id]
+
+
+def test_a_dead_workers_lease_passes_and_its_images_are_handed_out_again(
+        sessions, worker_config, submit, make_hospital):
+    hospital = make_hospital()
+    batch_id = submit(hospital, {"red.jpg": red(), "blue.png": blue()})
+    [chunk] = jobs.run_ingest(worker_config, batch_id)
+    with sessions.begin() as session:  # a worker takes the chunk...
+        assert sorted(leases.take(session, worker_config, chunk)) == sorted(chunk)
+    with sessions.begin() as session:  # ...so a duplicate message takes nothing
+        assert leases.take(session, worker_config, chunk) == []
+    assert jobs.run_predict_chunk(worker_config, chunk).done == 0
+    assert jobs.run_reconcile(worker_config).chunks == []  # its lease is live
+
+    passed = utcnow() - timedelta(seconds=1)  # ...and dies: nobody renews its lease
+    with sessions.begin() as session:
+        session.execute(update(Image).where(Image.batch_id == batch_id).values(held_until=passed))
+    work = jobs.run_reconcile(worker_config)
+
+    assert [sorted(ids) for ids in work.chunks] == [sorted(chunk)]
+    with sessions() as session:
+        assert {image.held_until for image in session.scalars(
+            select(Image).where(Image.batch_id == batch_id))} == {None}
+    assert jobs.run_reconcile(worker_config).chunks == []  # queued afresh, not handed out twice
+    assert jobs.run_predict_chunk(worker_config, work.chunks[0]).done == 2
+    with sessions() as session:
+        assert session.get(Batch, batch_id).done_images == 2
+
+
+def test_a_live_chunk_renews_its_lease_and_a_failed_one_gives_it_back(
+        sessions, worker_config, submit, make_hospital):
+    worker_config.chunk_lease_seconds = 1
+    hospital = make_hospital()
+    [chunk] = jobs.run_ingest(worker_config, submit(hospital, {"red.jpg": red(), "b.png": blue()}))
+    with sessions.begin() as session:
+        held = leases.take(session, worker_config, chunk)
+
+    with leases.renewed(sessions, worker_config, held):
+        time.sleep(2.5)  # past the first lease: only the heartbeat keeps the images held
+        assert jobs.run_reconcile(worker_config).chunks == []
+        with sessions.begin() as session:
+            assert leases.take(session, worker_config, chunk) == []
+
+    with pytest.raises(RuntimeError):
+        with leases.renewed(sessions, worker_config, held):
+            raise RuntimeError("the chunk failed")
+    with sessions.begin() as session:  # given back: a retry takes them at once
+        assert sorted(leases.take(session, worker_config, chunk)) == sorted(chunk)
