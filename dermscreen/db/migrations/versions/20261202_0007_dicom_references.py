@@ -4,7 +4,7 @@ They let results (FHIR, DICOM SR) be filed back against the source instance. No 
 attribute, and no patient identifier, is stored. Null for every other image.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02 14:10:00.000000
 """
 from alembic import op
