@@ -44,8 +44,15 @@ class Config:
     broker_url: str = ""
     # Model bundle that scores images (a directory, see dermscreen.bundle).
     model_bundle: str = str(DEFAULT_BUNDLE)
-    # Where uploads and extracted images are stored (content-addressed).
+    # Where uploads, images and heatmaps are stored (see dermscreen.storage): a directory by
+    # default; object storage when store_url is set (s3://bucket/prefix), with its endpoint
+    # (empty: AWS) and credentials (empty: boto3's own chain, AWS_* variables or an IAM role).
     store_dir: str = ""
+    store_url: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
     # Flask session signing key; must be set in production.
     secret_key: str = "dev-only-change-me"
     # Images per inference task.

@@ -19,6 +19,7 @@ An image the bundle's gate stops (``Bundle.screen``: not dermoscopy, or unusable
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -33,6 +34,7 @@ from dermscreen.db.base import utcnow
 from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus, ModelVersion, Prediction
 from dermscreen.db.tenancy import Hospital
 from dermscreen.registry import register_loaded
+from dermscreen.storage import Store, store_for
 from dermscreen.tiers import ALERT, tier
 from dermscreen.worker.alerting import (alert_threshold, dialect_insert, raise_alert,
                                         review_threshold)
@@ -130,14 +132,14 @@ def _unsent_follow_ups(session: Session, image_ids: list[str]) -> ChunkOutcome:
     return outcome
 
 
-def _screen(session: Session, bundle: Bundle, images: list[Image],
+def _screen(session: Session, bundle: Bundle, store: Store, images: list[Image],
             counts: dict[str, _Counts], outcome: ChunkOutcome) -> list[tuple[Image, Screening]]:
-    """Decode and screen the images; an unreadable one is failed here. (image, screening) for
-    the others."""
+    """Read from the store, decode and screen the images; an unreadable one is failed here.
+    (image, screening) for the others."""
     readable, prepared = [], []
     for image in images:
         try:
-            prepared.append(bundle.prepare(image.stored_path))
+            prepared.append(bundle.prepare(io.BytesIO(store.read(image.stored_path))))
             readable.append(image)
         except (OSError, ValueError) as error:
             if _finish_image(session, image, ImageStatus.FAILED, f"unreadable in store: {error}"):
@@ -163,7 +165,7 @@ def predict_chunk(session: Session, config: Config, bundle: Bundle,
     review = review_threshold(version)
     counts: dict[str, _Counts] = {}
     hospitals: dict[int, Hospital] = {}
-    for image, screening in _screen(session, bundle, images, counts, outcome):
+    for image, screening in _screen(session, bundle, store_for(config), images, counts, outcome):
         if screening.unassessable:
             if _finish_image(session, image, ImageStatus.UNASSESSABLE, screening.unassessable):
                 counts.setdefault(image.batch_id, _Counts()).unassessable += 1

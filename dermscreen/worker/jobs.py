@@ -26,7 +26,7 @@ def run_ingest(config: Config, batch_id: str,
         chunks = ingest(session, config, batch_id, on_upload)
         batch = session.get(Batch, batch_id)
     if batch is not None:
-        remove_uploads(batch.upload_dir)
+        remove_uploads(config, batch.upload_dir)
     return chunks
 
 

@@ -21,6 +21,7 @@ from dermscreen.db import AuditEntry, Review
 from dermscreen.db.alerts import Alert, AlertStatus
 from dermscreen.db.screening import Batch, Image, ModelVersion
 from dermscreen.db.tenancy import ApiToken, Hospital, Role, User
+from dermscreen.storage import store_for
 from dermscreen.worker.imagestore import store_image
 from tests.conftest import TEST_PASSWORD
 from tests.factories import (BLUE, PURPLE, RED, gated_images, image_bytes, lesion_image,
@@ -55,9 +56,9 @@ def case(make_scored_batch, make_hospital, sessions, config, tmp_path):
         for image, color in zip(made.images[:2], (RED, BLUE)):
             source = tmp_path / f"{image.original_name}"
             lesion_image(color).save(source)
-            stored = store_image(source, config.store_dir, config.max_image_pixels)
+            stored = store_image(source, store_for(config), config.max_image_pixels)
             row = session.get(Image, image.id)
-            row.stored_path, row.width, row.height = str(stored.path), stored.width, stored.height
+            row.stored_path, row.width, row.height = stored.ref, stored.width, stored.height
     made.hospital = hospital
     made.red, made.blue, made.bad = made.images
     return made
