@@ -42,6 +42,10 @@ class Store(ABC):
     """What every store does. ``key`` is a relative, '/'-separated name; ``ref`` a reference."""
 
     @abstractmethod
+    def create(self) -> str:
+        """Make the directory or bucket when it is missing (idempotent); say what it is."""
+
+    @abstractmethod
     def ref(self, key: str) -> str:
         """The reference an object under ``key`` has (or would have)."""
 
@@ -80,6 +84,10 @@ class LocalStore(Store):
     def _path(self, ref: str) -> Path:
         path = Path(ref)
         return path if path.is_absolute() else self.root / path
+
+    def create(self) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return str(self.root)
 
     def ref(self, key: str) -> str:
         return str(self.root / key)
@@ -136,6 +144,17 @@ class S3Store(Store):
         if parsed.scheme != "s3":  # a key relative to this store
             return self.bucket, self._key(ref)
         return parsed.netloc, parsed.path.lstrip("/")
+
+    def create(self) -> str:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket"}:
+                raise
+            self.client.create_bucket(Bucket=self.bucket)
+        return f"s3://{self.bucket}/{self.prefix}"
 
     def ref(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

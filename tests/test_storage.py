@@ -52,3 +52,22 @@ def test_s3_references_name_the_bucket_and_prefix(s3_server):
     bucket = settings["store_url"].split("/")[2]
     body = s3_server.client().get_object(Bucket=bucket, Key="deep/prefix/images/ab/ab.png")["Body"]
     assert body.read() == b"x"
+
+
+def test_store_init_creates_the_bucket_once(s3_server, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from dermscreen.cli import main
+
+    settings = s3_server.bucket()
+    bucket = f"fresh-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    settings["store_url"] = f"s3://{bucket}/images"
+    monkeypatch.setenv("DERMSCREEN_HOME", str(tmp_path))
+    for name, value in settings.items():
+        monkeypatch.setenv(f"DERMSCREEN_{name.upper()}", value)
+    for _ in range(2):  # a second run finds the bucket there
+        result = CliRunner().invoke(main, ["store", "init"])
+        assert result.exit_code == 0, result.output
+        assert f"s3://{bucket}/images" in result.output
+    names = [b["Name"] for b in s3_server.client().list_buckets()["Buckets"]]
+    assert bucket in names
