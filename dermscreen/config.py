@@ -76,6 +76,9 @@ class Config:
     task_time_limit: int = 1800
     visibility_timeout: int = 3600
     reconcile_interval_seconds: int = 60  # celery beat runs the reconciler this often
+    # Prometheus: the port where `dermscreen worker` serves its metrics (0: none; the web app
+    # serves them at /metrics). See dermscreen.metrics.
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         self.home = Path(self.home)

@@ -28,6 +28,7 @@ from typing import BinaryIO, Iterable
 
 from sqlalchemy.orm import Session
 
+from dermscreen import metrics
 from dermscreen.config import Config
 from dermscreen.db import audit
 from dermscreen.db.base import new_uid
@@ -208,4 +209,5 @@ def submit_batch(session: Session, config: Config, hospital_id: int, files: Iter
     session.flush()
     audit.record(session, "submit", batch, token_id=token_id, user_id=user_id,
                  files=len(manifest["files"]), metadata=manifest["metadata"] is not None)
+    metrics.BATCHES_SUBMITTED.inc()
     return batch

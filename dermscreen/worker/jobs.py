@@ -7,8 +7,10 @@ is enqueued. The Celery tasks and the embedded ``dermscreen screen`` both run th
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
+from dermscreen import metrics
 from dermscreen.config import Config
 from dermscreen.db.screening import Batch
 from dermscreen.db.session import session_factory
@@ -38,8 +40,12 @@ def run_predict_chunk(config: Config, image_ids: list[str],
         with sessions.begin() as session:
             bundle_dir = str(bundle_path(active_version(session, config), config))
     bundle = worker_bundle(bundle_dir)
+    metrics.MODEL_INFO.labels(bundle.version).set(1)
+    started = time.perf_counter()
     with sessions.begin() as session:
-        return predict_chunk(session, config, bundle, image_ids)
+        outcome = predict_chunk(session, config, bundle, image_ids)
+    metrics.record_chunk(outcome, time.perf_counter() - started)
+    return outcome
 
 
 def run_deliver(config: Config, delivery_id: int):
