@@ -1,7 +1,8 @@
 """Many nodes, no shared disk: the web app, two `dermscreen worker` processes and the notifier,
 each with its own empty DERMSCREEN_HOME and its own copy of the model bundle, nothing in common but
 PostgreSQL, Redis and the S3-compatible store (tests/s3server.py). A batch submitted over HTTP is
-scored, every flagged image gets its heatmap in the store, and every alert is delivered.
+scored, every flagged image gets its heatmap in the store, and every alert is delivered; then the
+metrics of the web app and of both workers agree with the database.
 
     pytest tests/integration/test_no_shared_disk.py -q
 """
@@ -12,12 +13,15 @@ import shutil
 
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dermscreen import accounts
-from dermscreen.db import Alert, Batch, BatchStatus, Delivery, DeliveryStatus, Image, Role
+from dermscreen.db import (Alert, Batch, BatchStatus, Delivery, DeliveryStatus, Image,
+                           ImageStatus, Prediction, Role)
 from dermscreen.storage import store_for
 from tests.integration.conftest import HttpApp, redis_database, service_config, wait_for
+from tests.s3server import free_port
+from tests.test_metrics import samples
 from tests.worker.conftest import blue, red, zip_bytes
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -34,7 +38,8 @@ def cluster(tmp_path_factory, postgres_url, smtp, tiny_bundle, workers, s3_serve
         root = tmp_path_factory.mktemp(node)
         bundle = shutil.copytree(tiny_bundle, root / "bundle")
         configs[node] = service_config(root, postgres_url, redis_database(12), bundle, smtp.url,
-                                       home=root / "home", store_dir="", **bucket)
+                                       home=root / "home", store_dir="", **bucket,
+                                       metrics_port=free_port() if node != "web" else 0)
         assert not configs[node].home.exists()
     workers.start("worker1", configs["worker1"], "ingest,inference")
     workers.start("worker2", configs["worker2"], "ingest,inference")
@@ -110,3 +115,44 @@ def test_a_batch_needs_no_shared_directory(cluster, hospital, module_sessions, s
                  and p.suffix.lower() in {".png", ".jpg", ".zip"}]
         assert local == [], node
         assert not (config.home / "store").exists(), node
+
+
+def scrape(url: str) -> dict[tuple, float]:
+    return samples(requests.get(url, timeout=30).text)
+
+
+def test_metrics_agree_with_the_database(cluster, module_sessions):
+    """After the batch above: the web app's /metrics counts images by status from the database
+    and sees empty queues; the two workers' counters add up to the database's counts."""
+    configs, http = cluster
+    with module_sessions() as session:
+        by_status = dict(session.execute(select(Image.status, func.count())
+                                         .group_by(Image.status)).tuples().all())
+        flagged = session.scalar(select(func.count()).select_from(Prediction)
+                                 .where(Prediction.flagged.is_(True)))
+    assert by_status[ImageStatus.DONE] == 6
+
+    def idle():
+        found = scrape(f"{http.url}/metrics")
+        depth = {key: value for key, value in found.items() if key[0] == "dermscreen_queue_messages"}
+        return found if len(depth) == 6 and not any(depth.values()) else None
+
+    web = wait_for(idle, 60, "empty queues (waiting and reserved) on /metrics")
+    for status in ImageStatus:
+        assert web[("dermscreen_images", ("status", status.value))] == by_status.get(status, 0)
+    assert web[("dermscreen_batches_submitted_total",)] >= 1
+
+    scored = {"done": 0, "failed": 0, "unassessable": 0}
+    chunks = flags = 0
+    for node in ("worker1", "worker2"):
+        found = scrape(f"http://127.0.0.1:{configs[node].metrics_port}/metrics")
+        for outcome in scored:
+            scored[outcome] += found.get(("dermscreen_images_scored_total", ("outcome", outcome)), 0)
+        flags += found.get(("dermscreen_images_flagged_total",), 0)
+        chunks += found.get(("dermscreen_chunk_duration_seconds_count",), 0)
+        if found.get(("dermscreen_chunk_duration_seconds_count",)):
+            assert found[("dermscreen_model_info", ("version", "test-1"))] == 1
+    # Ingest fails the non-image; inference scores the rest (one image per chunk).
+    assert scored == {"done": by_status[ImageStatus.DONE], "failed": 0, "unassessable": 0}
+    assert flags == flagged == 3
+    assert chunks >= 6
