@@ -1,13 +1,6 @@
-# One image for web, CPU workers, notifier, beat and Flower; GPU workers build it on TensorFlow's
-# GPU image:
+# One image for web, CPU workers, notifier, beat and Flower (GPU workers: docker/gpu.Dockerfile):
 #   docker build -t dermscreen .
-#   docker build -t dermscreen-gpu --build-arg BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu \
-#                --build-arg TENSORFLOW=gpu .
-ARG BASE_IMAGE=python:3.11-slim-bookworm
-FROM ${BASE_IMAGE}
-
-# cpu: tensorflow-cpu from the project's dependencies; gpu: TensorFlow with CUDA in its place.
-ARG TENSORFLOW=cpu
+FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -15,18 +8,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DERMSCREEN_HOME=/var/lib/dermscreen
 
 RUN useradd --create-home --uid 10001 dermscreen \
-    && mkdir -p /var/lib/dermscreen/store \
+    && mkdir -p /var/lib/dermscreen \
     && chown -R dermscreen /var/lib/dermscreen
 
 WORKDIR /app
 COPY pyproject.toml ./
 COPY dermscreen ./dermscreen
 RUN python -m pip install --upgrade pip \
-    && python -m pip install ".[monitor]" \
-    && if [ "$TENSORFLOW" = "gpu" ]; then \
-         python -m pip uninstall -y tensorflow-cpu \
-         && python -m pip install --force-reinstall "tensorflow[and-cuda]==2.21.0"; \
-       fi
+    && python -m pip install ".[monitor]"
 
 COPY --chmod=755 docker/healthcheck.py /usr/local/bin/dermscreen-healthcheck
 USER dermscreen

@@ -95,9 +95,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _gpu_present() -> bool:
-    """Cheap check for an NVIDIA device, without importing TensorFlow."""
-    return Path("/dev/nvidia0").exists() and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != ""
+def onnx_providers(available: list[str]) -> list[str]:
+    """ONNX Runtime's execution providers for serving, best first: CUDA where the installed
+    runtime has it (``onnxruntime-gpu``, on the GPU image), then the CPU, always there."""
+    return [name for name in ("CUDAExecutionProvider",) if name in available] + [
+        "CPUExecutionProvider"]
 
 
 @dataclass
@@ -128,8 +130,8 @@ class Bundle:
 
     def __post_init__(self) -> None:
         if self.backend == "auto":
-            has_onnx = (self.path / ONNX_FILE).exists()
-            self.backend = "onnx" if has_onnx and not _gpu_present() else "tensorflow"
+            # Serving runs the ONNX export on CPU and GPU alike; TensorFlow only without one.
+            self.backend = "onnx" if (self.path / ONNX_FILE).exists() else "tensorflow"
         if self.backend not in {"onnx", "tensorflow"}:
             raise BundleError(f"unknown backend {self.backend!r}")
 
@@ -197,8 +199,8 @@ class Bundle:
         if threads:
             options.intra_op_num_threads = int(threads)
         return onnxruntime.InferenceSession(
-            str(self.path / ONNX_FILE), options, providers=["CPUExecutionProvider"]
-        )
+            str(self.path / ONNX_FILE), options,
+            providers=onnx_providers(onnxruntime.get_available_providers()))
 
     def batch(self, images: Iterable[ImageLike]) -> np.ndarray:
         """Stack images into one model input array."""

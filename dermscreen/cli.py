@@ -9,6 +9,7 @@ when called, so ``dermscreen --help`` does not pay for TensorFlow.
     dermscreen fit-gate BUNDLE --out DIR    # fit the dermoscopy and quality gate into a bundle
     dermscreen evaluate-gate FOLDER         # what the gate stops in a folder of images
     dermscreen serve | worker | admin ...   # the service
+    dermscreen store init                   # create the image store's directory or bucket
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COMMANDS = {
     "serve": "dermscreen.web.commands:serve",
     "admin": "dermscreen.web.commands:admin",
     "db": "dermscreen.db.commands:db",
+    "store": "dermscreen.store_commands:store",
 }
 
 

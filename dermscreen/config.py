@@ -44,8 +44,15 @@ class Config:
     broker_url: str = ""
     # Model bundle that scores images (a directory, see dermscreen.bundle).
     model_bundle: str = str(DEFAULT_BUNDLE)
-    # Where uploads and extracted images are stored (content-addressed).
+    # Where uploads, images and heatmaps are stored (see dermscreen.storage): a directory by
+    # default; object storage when store_url is set (s3://bucket/prefix), with its endpoint
+    # (empty: AWS) and credentials (empty: boto3's own chain, AWS_* variables or an IAM role).
     store_dir: str = ""
+    store_url: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
     # Flask session signing key; must be set in production.
     secret_key: str = "dev-only-change-me"
     # Images per inference task.
@@ -74,6 +81,9 @@ class Config:
     task_time_limit: int = 1800
     visibility_timeout: int = 3600
     reconcile_interval_seconds: int = 10  # celery beat runs the reconciler this often
+    # Prometheus: the port where `dermscreen worker` serves its metrics (0: none; the web app
+    # serves them at /metrics). See dermscreen.metrics.
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         self.home = Path(self.home)

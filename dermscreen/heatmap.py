@@ -12,6 +12,7 @@ PNG; the case page shows it on top of the image and can hide it.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -69,15 +70,27 @@ def overlay(image: Image.Image, cam: np.ndarray, alpha: float = OVERLAY_ALPHA) -
     return Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
 
 
-def render_heatmap(bundle: Bundle, image_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """Write the melanoma Grad-CAM overlay of one image as a PNG at ``out_path`` and return it."""
-    out_path = Path(out_path)
-    with Image.open(image_path) as opened:
+def heatmap_image(bundle: Bundle, image_source) -> Image.Image:
+    """The melanoma Grad-CAM overlay of one image (a path or a binary stream)."""
+    with Image.open(image_source) as opened:
         image = opened.convert("RGB")
     batch = to_model_input(image, bundle.input_size)[None]
     cam = gradcam(bundle.keras_model, batch, bundle.melanoma_index)[0]
+    return overlay(image, cam)
+
+
+def heatmap_png(bundle: Bundle, image_source) -> bytes:
+    """``heatmap_image`` encoded as PNG bytes (what the worker puts in the store)."""
+    buffer = io.BytesIO()
+    heatmap_image(bundle, image_source).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def render_heatmap(bundle: Bundle, image_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Write the melanoma Grad-CAM overlay of one image as a PNG at ``out_path`` and return it."""
+    out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(out_path.name + ".part")
-    overlay(image, cam).save(partial, format="PNG")
+    partial.write_bytes(heatmap_png(bundle, image_path))
     partial.replace(out_path)  # readers never see half a file
     return out_path

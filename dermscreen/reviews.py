@@ -39,6 +39,7 @@ from dermscreen.bundle import MELANOMA
 from dermscreen.config import Config
 from dermscreen.db.review import Decision, Review
 from dermscreen.db.screening import Image, Prediction
+from dermscreen.storage import ObjectMissing, Store, store_for
 from dermscreen.training.datasets import CLASSES
 
 SOURCE = "dermscreen-review"
@@ -105,9 +106,16 @@ def _model_columns(case: ReviewedCase) -> dict:
     }
 
 
-def _stored_file(config: Config, image: Image) -> Path:
-    path = Path(image.stored_path)
-    return path if path.is_absolute() else Path(config.store_dir) / path
+
+
+def _stored_image(store: Store, image: Image) -> io.BytesIO | None:
+    """The image's stored pixels (PNG bytes), or None when it has none in the store."""
+    if not image.stored_path:
+        return None
+    try:
+        return io.BytesIO(store.read(image.stored_path))
+    except ObjectMissing:
+        return None
 
 
 @dataclass
@@ -125,6 +133,7 @@ def export_reviews(session: Session, config: Config, out_dir: str | os.PathLike,
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     result = ExportResult(out_dir, 0, 0)
+    store = store_for(config)
     with open(out_dir / "labels.csv", "w", newline="") as labels_file, \
             open(out_dir / "excluded.csv", "w", newline="") as excluded_file:
         labels = csv.DictWriter(labels_file, LABEL_COLUMNS)
@@ -142,8 +151,8 @@ def export_reviews(session: Session, config: Config, out_dir: str | os.PathLike,
                 excluded.writerow({**common, "melanoma": melanoma, "reason": reason})
                 result.excluded += 1
                 continue
-            source = _stored_file(config, image) if image.stored_path else None
-            if source is None or not source.is_file():
+            source = _stored_image(store, image)
+            if source is None:
                 result.missing_images.append(image.id)
                 continue
             with PILImage.open(source) as stored:

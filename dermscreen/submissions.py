@@ -1,9 +1,9 @@
 """Batch submission: store what a hospital uploaded and write the Batch row, nothing more.
 
-Unpacking, validating and scoring are the worker's (``screening.ingest``). The upload directory
-that ingest reads is laid out as::
+Unpacking, validating and scoring are the worker's (``screening.ingest``). The uploads go to the
+store (dermscreen.storage); ``Batch.upload_dir`` is the store's reference to their "folder"::
 
-    <store_dir>/uploads/<batch id>/
+    uploads/<batch id>/
         files/0000, files/0001, ...   each upload as sent, numbered; its name is never a path
         metadata.csv                  the optional per-image metadata CSV, as sent
         manifest.json                 {"files": [{"name", "path", "bytes", "sha256"}],
@@ -23,21 +23,21 @@ import csv
 import hashlib
 import io
 import json
-import shutil
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import BinaryIO, Iterable
 
 from sqlalchemy.orm import Session
 
+from dermscreen import metrics
 from dermscreen.config import Config
 from dermscreen.db import audit
 from dermscreen.db.base import new_uid
 from dermscreen.db.screening import Batch, BatchStatus
+from dermscreen.storage import Store, store_for
 
 MANIFEST = "manifest.json"
 METADATA = "metadata.csv"
 METADATA_NAME_COLUMNS = ("image", "filename")
-COPY_BLOCK = 1 << 20
 # How many leading bytes tell a file's kind (a DICOM file's magic ends at byte 132).
 HEAD_BYTES = 132
 # Leading bytes of the image formats the worker accepts, and of zip and gzip (tar.gz) archives.
@@ -163,53 +163,59 @@ def check_upload(files: list[Upload], metadata_csv: BinaryIO | None = None) -> N
         read_metadata(metadata_csv)
 
 
-def _store(stream: BinaryIO, destination: Path) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with open(destination, "wb") as out:
-        while block := stream.read(COPY_BLOCK):
-            digest.update(block)
-            size += len(block)
-            out.write(block)
-    return size, digest.hexdigest()
+class _Digesting:
+    """A read-only stream that counts and hashes what is read through it."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream, self.digest, self.size = stream, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        block = self.stream.read(size)
+        self.digest.update(block)
+        self.size += len(block)
+        return block
 
 
-def _store_uploads(files: Iterable[Upload], metadata_csv: BinaryIO | None,
-                   upload_dir: Path, keep_folders: bool) -> dict:
+def _store_uploads(files: Iterable[Upload], metadata_csv: BinaryIO | None, store: Store,
+                   prefix: str, keep_folders: bool) -> dict:
     manifest: dict = {"files": [], "metadata": None}
     for index, (filename, stream) in enumerate(files):
         relative = f"files/{index:04d}"
-        size, sha256 = _store(stream, upload_dir / relative)
+        digesting = _Digesting(stream)
+        store.put_stream(f"{prefix}/{relative}", digesting)
         manifest["files"].append({"name": display_name(filename, index, keep_folders),
-                                  "path": relative, "bytes": size, "sha256": sha256})
+                                  "path": relative, "bytes": digesting.size,
+                                  "sha256": digesting.digest.hexdigest()})
     if metadata_csv is not None:
-        _store(metadata_csv, upload_dir / METADATA)
+        store.put_stream(f"{prefix}/{METADATA}", metadata_csv)
         manifest["metadata"] = METADATA
-    (upload_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    store.put(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
     return manifest
 
 
 def submit_batch(session: Session, config: Config, hospital_id: int, files: Iterable[Upload],
                  metadata_csv: BinaryIO | None = None, token_id: int | None = None,
                  user_id: int | None = None, keep_folders: bool = False) -> Batch:
-    """Stream the uploads to the batch's upload directory and add the Batch row (received).
+    """Stream the uploads to the store, under the batch's folder, and add the Batch row (received).
 
     ``keep_folders``: the upload names are paths relative to a folder the caller chose
     (``dermscreen screen``), kept as labels; otherwise each is cut to its file name.
     """
     batch_id = new_uid()
-    upload_dir = Path(config.store_dir) / "uploads" / batch_id
-    (upload_dir / "files").mkdir(parents=True)
+    store, prefix = store_for(config), f"uploads/{batch_id}"
+    upload_dir = store.ref(prefix)
     try:
-        manifest = _store_uploads(files, metadata_csv, upload_dir, keep_folders)
+        manifest = _store_uploads(files, metadata_csv, store, prefix, keep_folders)
     except BaseException:
-        shutil.rmtree(upload_dir, ignore_errors=True)  # a broken upload leaves nothing behind
+        store.delete_tree(upload_dir)  # a broken upload leaves nothing behind
         raise
 
     batch = Batch(id=batch_id, hospital_id=hospital_id, status=BatchStatus.RECEIVED,
-                  upload_dir=str(upload_dir), submitted_by_token_id=token_id,
+                  upload_dir=upload_dir, submitted_by_token_id=token_id,
                   submitted_by_user_id=user_id)
     session.add(batch)
     session.flush()
     audit.record(session, "submit", batch, token_id=token_id, user_id=user_id,
                  files=len(manifest["files"]), metadata=manifest["metadata"] is not None)
+    metrics.BATCHES_SUBMITTED.inc()
     return batch

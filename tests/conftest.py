@@ -27,6 +27,7 @@ from dermscreen.db.migrate import upgrade
 from dermscreen.db.session import engine_for, session_factory
 from dermscreen.db.tenancy import Role
 from tests.factories import make_tiny_bundle
+from tests.s3server import S3Server
 
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 # The Redis server the tests use, without a database number (another port lets test runs coexist)
@@ -42,6 +43,13 @@ def tiny_bundle(tmp_path_factory) -> Path:
     stops plain, black, white and tiny images."""
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny", review_threshold=0.2,
                             gate=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The S3-compatible server (tests/s3server.py); ``s3_server.bucket()`` makes a bucket."""
+    with S3Server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

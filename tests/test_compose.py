@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+GPU_DOCKERFILE = (ROOT / "docker" / "gpu.Dockerfile").read_text()
 APP_SERVICES = [name for name, service in SERVICES.items()
                 if service.get("image", "").startswith("dermscreen")]
 SCALED = ["worker-cpu", "worker-gpu", "notifier"]
@@ -58,9 +59,9 @@ def parse_dermscreen(argv: list[str]) -> click.Context:
 
 
 def test_every_service_is_there():
-    assert set(SERVICES) == {"postgres", "redis", "migrate", "web", "worker-cpu", "worker-gpu",
-                             "notifier", "beat", "flower"}
-    assert set(APP_SERVICES) == set(SERVICES) - {"postgres", "redis"}
+    assert set(SERVICES) == {"postgres", "redis", "minio", "bucket", "migrate", "web", "worker-cpu",
+                             "worker-gpu", "notifier", "beat", "flower"}
+    assert set(APP_SERVICES) == set(SERVICES) - {"postgres", "redis", "minio"}
 
 
 def test_postgres_keeps_its_data_and_reports_health():
@@ -82,6 +83,25 @@ def test_named_volumes_are_declared():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             assert source in COMPOSE["volumes"], volume
+
+
+def test_images_live_in_minio_and_no_service_shares_a_directory():
+    minio = SERVICES["minio"]
+    assert minio["image"].startswith("minio/minio:") and command("minio")[:2] == ["server", "/data"]
+    assert any(volume.endswith(":/data") for volume in minio["volumes"])
+    for name in APP_SERVICES:
+        service = SERVICES[name]
+        assert "volumes" not in service, name
+        environment = service["environment"]
+        assert environment["DERMSCREEN_STORE_URL"].startswith("s3://"), name
+        assert "DERMSCREEN_STORE_DIR" not in environment, name
+        assert environment["DERMSCREEN_S3_ENDPOINT_URL"] == "http://minio:9000", name
+    parse_dermscreen(command("bucket"))
+    assert command("bucket") == ["dermscreen", "store", "init"]
+    assert SERVICES["bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    for name in set(APP_SERVICES) - {"migrate", "bucket"}:
+        assert SERVICES[name]["depends_on"]["bucket"]["condition"] == \
+            "service_completed_successfully", name
 
 
 def test_migration_runs_once_before_everything_that_uses_the_database():
@@ -120,18 +140,16 @@ def test_workers_consume_their_queues(service, wanted):
     assert set(option(argv, "--queues").split(",")) == wanted
 
 
-def test_gpu_workers_reserve_an_nvidia_gpu_on_the_tensorflow_gpu_image():
+def test_gpu_workers_reserve_an_nvidia_gpu_and_run_onnx_runtime_on_cuda():
     gpu = SERVICES["worker-gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    arguments = gpu["build"]["args"]
-    assert re.fullmatch(r"tensorflow/tensorflow:[\d.]+-gpu", arguments["BASE_IMAGE"])
-    declared = set(re.findall(r"^ARG (\w+)", DOCKERFILE, re.MULTILINE))
-    assert set(arguments) <= declared
-    tensorflow_pin = re.search(r'"tensorflow\[and-cuda\]==([\d.]+)"', DOCKERFILE).group(1)
-    assert arguments["BASE_IMAGE"].endswith(f":{tensorflow_pin}-gpu")
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert f'"tensorflow-cpu=={tensorflow_pin}' in pyproject  # the same TensorFlow everywhere
+    assert gpu["build"]["dockerfile"] == "docker/gpu.Dockerfile"
+    assert re.search(r"^FROM nvidia/cuda:12[\d.]+-cudnn-runtime-", GPU_DOCKERFILE, re.MULTILINE)
+    assert "pip uninstall -y onnxruntime" in GPU_DOCKERFILE
+    assert re.search(r'^ARG ONNXRUNTIME_GPU=[\d.]+$', GPU_DOCKERFILE, re.MULTILINE)
+    assert '"onnxruntime-gpu==${ONNXRUNTIME_GPU}"' in GPU_DOCKERFILE
+    assert "tensorflow" not in DOCKERFILE + GPU_DOCKERFILE  # TensorFlow is the project's own pin
 
 
 def test_scaled_services_can_be_scaled():
@@ -169,7 +187,7 @@ def test_build_contexts_and_copied_files_exist():
     for name in APP_SERVICES:
         build = SERVICES[name]["build"]
         assert (ROOT / build["context"] / build["dockerfile"]).is_file()
-    for line in re.findall(r"^COPY (.+)$", DOCKERFILE, re.MULTILINE):
+    for line in re.findall(r"^COPY (.+)$", DOCKERFILE + GPU_DOCKERFILE, re.MULTILINE):
         sources = [part for part in line.split() if not part.startswith("--")][:-1]
         for source in sources:
             assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"

@@ -58,22 +58,23 @@ def test_heatmap_job_stores_the_overlay_and_records_its_path(config, sessions, m
     from dermscreen.db.screening import Batch, Image as ImageRow
     from dermscreen.registry import register_bundle
     from dermscreen.worker.heatmap_tasks import run_heatmap
+    from dermscreen.storage import store_for
     from dermscreen.worker.imagestore import store_image
 
     hospital = make_hospital()
     source = tmp_path / "red.jpg"
     lesion_image(RED).save(source)
-    stored = store_image(source, config.store_dir, config.max_image_pixels)
+    stored = store_image(source, store_for(config), config.max_image_pixels)
     with sessions.begin() as session:
         register_bundle(session, config.model_bundle, activate=True)
         batch = Batch(hospital_id=hospital.id, upload_dir=str(tmp_path))
         session.add(batch)
         session.flush()
         image = ImageRow(batch_id=batch.id, hospital_id=hospital.id, original_name="red.jpg",
-                         stored_path=str(stored.path))
+                         stored_path=stored.ref)
         session.add(image)
-    out = run_heatmap(config, image.id)
-    assert out.is_file() and out.read_bytes().startswith(b"\x89PNG")
+    ref = run_heatmap(config, image.id)
+    assert store_for(config).read(ref).startswith(b"\x89PNG")
     with sessions() as session:
-        assert session.get(ImageRow, image.id).heatmap_path == str(out)
+        assert session.get(ImageRow, image.id).heatmap_path == ref
     assert run_heatmap(config, "no-such-image") is None

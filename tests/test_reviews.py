@@ -10,6 +10,7 @@ import pytest
 from dermscreen import reviews
 from dermscreen.db.review import Decision, Review
 from dermscreen.db.screening import Batch, Image, ImageStatus, ModelVersion, Prediction
+from dermscreen.storage import store_for
 from dermscreen.training.datasets import read_csv
 from dermscreen.worker.imagestore import store_image
 from tests.factories import BLUE, RED, lesion_image
@@ -31,10 +32,10 @@ def scored(sessions, config, tmp_path, make_hospital, make_user):
     def make(color, flagged, decision, diagnosis=None, seed=0):
         source = tmp_path / f"source-{seed}.jpg"
         lesion_image(color, seed=seed).save(source)
-        stored = store_image(source, config.store_dir, config.max_image_pixels)
+        stored = store_image(source, store_for(config), config.max_image_pixels)
         with sessions.begin() as session:
             image = Image(batch_id=ids["batch"], hospital_id=hospital.id, original_name=source.name,
-                          content_hash=stored.content_hash, stored_path=str(stored.path),
+                          content_hash=stored.content_hash, stored_path=stored.ref,
                           status=ImageStatus.DONE)
             session.add(image)
             session.flush()

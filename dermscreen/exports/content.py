@@ -1,11 +1,11 @@
 """What every hospital-format output of a batch holds, gathered once from the database.
 
-    content = batch_content(session, batch)
+    content = batch_content(session, batch, store_for(config))
     content.summary, content.rows, content.model, content.hospital
 
 Each row is ``results.image_result`` (status, scores, tier, the hospital's metadata in
 ``details``, the source DICOM instance in ``dicom``) plus where its pixels and heatmap are
-stored, ordered as the results are (alert, review, none, then the unscored).
+stored (references into ``content.store``), ordered as the results are (alert, review, none, then the unscored).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dermscreen.db.tenancy import Hospital
 from dermscreen.measured import fmt
 from dermscreen.registry import review_threshold
 from dermscreen.results import batch_summary, image_result, isoformat, result_order
+from dermscreen.storage import Store
 
 # What the service is for, in every report (as the README and the model card say it).
 INTENDED_USE = (
@@ -38,6 +39,7 @@ class BatchContent:
     hospital: str
     rows: list[dict]
     model: dict | None  # name, version, alert/review thresholds, headline metrics
+    store: Store | None = None  # where the rows' pixels and heatmaps are read from
     generated_at: str = field(default="")
 
 
@@ -68,7 +70,7 @@ def export_row(session: Session, image: Image) -> dict:
                                            "heatmap_path": image.heatmap_path}
 
 
-def batch_content(session: Session, batch: Batch) -> BatchContent:
+def batch_content(session: Session, batch: Batch, store: Store | None = None) -> BatchContent:
     """The batch's summary, hospital, rows and the model that scored it (the active one when
     nothing is scored yet)."""
     images = session.scalars(
@@ -81,4 +83,4 @@ def batch_content(session: Session, batch: Batch) -> BatchContent:
         session.scalar(select(ModelVersion).where(ModelVersion.active))
     hospital = session.get(Hospital, batch.hospital_id)
     return BatchContent(batch_summary(session, batch), hospital.name if hospital else "", rows,
-                        model_headline(version), isoformat(utcnow()))
+                        model_headline(version), store, isoformat(utcnow()))

@@ -14,22 +14,26 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
 from dermscreen.exports.content import INTENDED_USE, BatchContent
+from dermscreen.storage import ObjectMissing, Store
 from dermscreen.tiers import ALERT, REVIEW
 
 THUMBNAIL_PX = 160
 
 
-def thumbnail_png(path: str | None) -> bytes | None:
-    """A small PNG of the stored image (or heatmap) at ``path``; None when there is none."""
-    if not path or not Path(path).is_file():
+def thumbnail_png(store: Store | None, ref: str | None) -> bytes | None:
+    """A small PNG of the stored image (or heatmap) at ``ref``; None when there is none."""
+    if store is None or not ref:
         return None
-    with Image.open(path) as image:
+    try:
+        data = store.read(ref)
+    except ObjectMissing:
+        return None
+    with Image.open(io.BytesIO(data)) as image:
         image = image.convert("RGB")
         image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
         buffer = io.BytesIO()
@@ -79,7 +83,7 @@ def batch_html(content: BatchContent) -> str:
                               autoescape=select_autoescape(["html"]))
 
     def data_uri(path: str | None) -> str | None:
-        data = thumbnail_png(path)
+        data = thumbnail_png(content.store, path)
         return f"data:image/png;base64,{base64.b64encode(data).decode()}" if data else None
 
     environment.filters.update(probability=probability, metadata=metadata_text,
@@ -109,7 +113,7 @@ def batch_pdf(content: BatchContent) -> bytes:
         return Paragraph(escape(text), small)
 
     def picture(path: str | None, missing: str):
-        data = thumbnail_png(path)
+        data = thumbnail_png(content.store, path)
         if data is None:
             return cell(missing)
         return Picture(io.BytesIO(data), width=30 * mm, height=30 * mm, kind="proportional")

@@ -29,7 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
     csrf.init_app(app)
     app.add_template_filter(fmt, "measured")  # a metric with its 95% interval, as model cards write it
 
-    from dermscreen.web import admin, api, auth, pages
+    from dermscreen.web import admin, api, auth, metrics, pages
     from dermscreen.web.api import errors as api_errors
 
     api_errors.init_app(app)  # JSON errors for /api/ URLs that match no route
@@ -38,4 +38,5 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(admin.bp, url_prefix="/admin")
+    metrics.init_app(app)  # GET /metrics, and the request counters
     return app

@@ -117,4 +117,23 @@ def worker(queue_names, concurrency, beat, hostname, loglevel):
         argv.append(f"--hostname={hostname}")
     config = Config.from_env()
     config.home.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file there
+    if config.metrics_port:
+        serve_worker_metrics(config)
     make_celery(config).worker_main(argv)
+
+
+def serve_worker_metrics(config: Config) -> None:
+    """Serve the metrics of this worker's processes on ``config.metrics_port``: the pool's
+    children write theirs to an emptied per-node directory (multiprocess mode), read at scrape."""
+    import shutil
+
+    directory = config.home / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # before prometheus_client loads
+
+    from prometheus_client import start_http_server
+
+    from dermscreen.metrics import process_registry
+
+    start_http_server(config.metrics_port, registry=process_registry())

@@ -35,6 +35,7 @@ from dermscreen.db.session import session_factory
 from dermscreen.db.tenancy import Hospital
 from dermscreen.registry import active_version, register_bundle
 from dermscreen.results import batch_results, batch_summary, results_csv
+from dermscreen.storage import store_for
 from dermscreen.submissions import submit_batch
 from dermscreen.worker import jobs, queues
 from dermscreen.worker.celery_app import app_for
@@ -167,7 +168,7 @@ def export_batch(config: Config, batch_id: str, name: str) -> tuple[bytes, str, 
             if row["flagged"] and not row["heatmap_path"]:
                 run_heatmap(config, row["image_id"])
     with sessions() as session:
-        return render_batch(batch_content(session, session.get(Batch, batch_id)), name)
+        return render_batch(batch_content(session, session.get(Batch, batch_id), store_for(config)), name)
 
 
 @dataclass

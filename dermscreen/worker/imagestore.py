@@ -3,22 +3,23 @@
 Only real, fully decodable images are accepted (Pillow ``verify`` then ``load``); Pillow's
 decompression-bomb guard, at ``config.max_image_pixels``, rejects the image instead of warning.
 What is stored is the pixel data alone, re-encoded as PNG with the EXIF orientation applied: no
-EXIF, GPS, ICC profile or text chunk survives. The file is named by the SHA-256 of its bytes.
+EXIF, GPS, ICC profile or text chunk survives. The object is named by the SHA-256 of its bytes
+(in the configured store, see dermscreen.storage).
 
-    stored = store_image(path, config.store_dir, config.max_image_pixels)
+    stored = store_image(path, store_for(config), config.max_image_pixels)
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dermscreen.storage import Store
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "TIFF", "BMP", "WEBP"}
 
@@ -30,7 +31,7 @@ class ImageRejected(ValueError):
 @dataclass(frozen=True)
 class StoredImage:
     content_hash: str
-    path: Path
+    ref: str  # the store's reference to it
     width: int
     height: int
 
@@ -60,23 +61,18 @@ def decode_image(path: Path, max_pixels: int) -> Image.Image:
     return Image.frombytes("RGB", upright.size, upright.tobytes())
 
 
-def store_path(store_dir: str | os.PathLike, content_hash: str) -> Path:
-    """Where the image with this hash lives (absolute: every node mounts the store alike)."""
-    return Path(store_dir).resolve() / "images" / content_hash[:2] / f"{content_hash}.png"
+def image_key(content_hash: str) -> str:
+    """The store key of the image with this hash."""
+    return f"images/{content_hash[:2]}/{content_hash}.png"
 
 
-def store_image(path: Path, store_dir: str | os.PathLike, max_pixels: int) -> StoredImage:
+def store_image(path: Path, store: Store, max_pixels: int) -> StoredImage:
     """Validate ``path`` and put its clean pixels in the store (once per distinct content)."""
     pixels = decode_image(path, max_pixels)
     buffer = io.BytesIO()
     pixels.save(buffer, format="PNG")
     data = buffer.getvalue()
     content_hash = hashlib.sha256(data).hexdigest()
-    destination = store_path(store_dir, content_hash)
-    if not destination.exists():
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=destination.parent, suffix=".part")
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, destination)
-    return StoredImage(content_hash, destination, pixels.width, pixels.height)
+    key = image_key(content_hash)
+    ref = store.ref(key) if store.exists(key) else store.put(key, data)
+    return StoredImage(content_hash, ref, pixels.width, pixels.height)

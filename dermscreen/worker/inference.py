@@ -4,7 +4,7 @@ writes, alerts, counters.
     bundle = worker_bundle(str(bundle_path(version, config)))   # once per worker process
     with sessions() as session:
         stored = queued_paths(session, image_ids)
-    scored = score_images(bundle, stored)                       # no database while the model runs
+    scored = score_images(bundle, store_for(config), stored)    # no database while the model runs
     with sessions.begin() as session:
         outcome = record_chunk(session, config, bundle, image_ids, scored)
     # after the commit: enqueue outcome.delivery_ids and outcome.flagged_image_ids
@@ -22,6 +22,7 @@ An image the bundle's gate stops (``Bundle.screen``: not dermoscopy, or unusable
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -36,6 +37,7 @@ from dermscreen.db.base import utcnow
 from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus, ModelVersion, Prediction
 from dermscreen.db.tenancy import Hospital
 from dermscreen.registry import register_loaded
+from dermscreen.storage import Store, store_for
 from dermscreen.tiers import ALERT, tier
 from dermscreen.worker.alerting import (alert_threshold, dialect_insert, raise_alert,
                                         review_threshold)
@@ -150,12 +152,13 @@ def queued_paths(session: Session, image_ids: list[str]) -> list[tuple[str, str]
         .order_by(Image.id))]
 
 
-def score_images(bundle: Bundle, stored: list[tuple[str, str]]) -> list[Scored]:
-    """Decode each stored image once and screen them all in one batch (no database here)."""
+def score_images(bundle: Bundle, store: Store, stored: list[tuple[str, str]]) -> list[Scored]:
+    """Read each image from the store, decode it once and screen them all in one batch (no
+    database here)."""
     scored, prepared = [], []
     for image_id, path in stored:
         try:
-            prepared.append(bundle.prepare(path))
+            prepared.append(bundle.prepare(io.BytesIO(store.read(path))))
         except (OSError, ValueError) as error:
             scored.append(Scored(image_id, unreadable=f"unreadable in store: {error}"))
         else:

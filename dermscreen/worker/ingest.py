@@ -15,8 +15,8 @@ batch never wait on its bad ones. Running ingest again for a batch already inges
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from dermscreen.config import Config
 from dermscreen.db.base import utcnow
 from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus
+from dermscreen.storage import ObjectMissing, Store, store_for
 from dermscreen.submissions import MANIFEST, metadata_for, read_metadata
 from dermscreen.worker.archives import ArchiveError, ArchiveLimits, archive_kind, extract_archive
 from dermscreen.worker.dicom import DicomReference, dicom_to_png, is_dicom, is_dicomdir
@@ -55,12 +56,11 @@ def queued_chunks(session: Session, config: Config, batch_id: str) -> list[list[
     return chunked(list(ids), config.chunk_size)
 
 
-def _read_manifest(upload_dir: Path) -> tuple[list[dict], dict[str, dict]]:
-    manifest = json.loads((upload_dir / MANIFEST).read_text())
+def _read_manifest(store: Store, upload_dir: str) -> tuple[list[dict], dict[str, dict]]:
+    manifest = json.loads(store.read(f"{upload_dir}/{MANIFEST}"))
     metadata = {}
     if manifest.get("metadata"):
-        with open(upload_dir / manifest["metadata"], "rb") as stream:
-            metadata = read_metadata(stream)
+        metadata = read_metadata(io.BytesIO(store.read(f"{upload_dir}/{manifest['metadata']}")))
     return manifest["files"], metadata
 
 
@@ -86,15 +86,15 @@ def _candidates(upload: Path, name: str, work_dir: Path, limits: ArchiveLimits,
     return candidates
 
 
-def _store(candidate: Candidate, config: Config,
+def _store(candidate: Candidate, store: Store, config: Config,
            work: Path) -> tuple[StoredImage, DicomReference | None]:
     """Store the candidate's pixels; a DICOM instance is turned into a PNG of its pixels first,
     and its references come back with it."""
     if not is_dicom(candidate.path):
-        return store_image(candidate.path, config.store_dir, config.max_image_pixels), None
+        return store_image(candidate.path, store, config.max_image_pixels), None
     with tempfile.NamedTemporaryFile(dir=work, suffix=".png") as pixels:
         reference = dicom_to_png(candidate.path, Path(pixels.name), config.max_image_pixels)
-        return store_image(Path(pixels.name), config.store_dir, config.max_image_pixels), reference
+        return store_image(Path(pixels.name), store, config.max_image_pixels), reference
 
 
 def ingest(session: Session, config: Config, batch_id: str,
@@ -111,9 +111,9 @@ def ingest(session: Session, config: Config, batch_id: str,
     if not claimed:  # already ingested (a redelivered message), or unknown
         return queued_chunks(session, config, batch_id)
     batch = session.get(Batch, batch_id)
-    upload_dir = Path(batch.upload_dir)
+    store = store_for(config)
     try:
-        files, metadata = _read_manifest(upload_dir)
+        files, metadata = _read_manifest(store, batch.upload_dir)
     except (OSError, ValueError) as error:
         batch.status, batch.error, batch.completed_at = BatchStatus.FAILED, str(error), utcnow()
         return []
@@ -121,13 +121,19 @@ def ingest(session: Session, config: Config, batch_id: str,
     limits = ArchiveLimits.from_config(config)
     now = utcnow()
     images: list[Image] = []
-    work_root = Path(config.store_dir) / "work"
+    work_root = config.home / "work"  # this node's scratch space: uploads are copied here
     work_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_root) as work:
         for index, entry in enumerate(files):
             rejected: list[tuple[str, str]] = []
-            candidates = _candidates(upload_dir / entry["path"], entry["name"],
-                                     Path(work) / str(index), limits, rejected)
+            try:
+                upload = store.download(f"{batch.upload_dir}/{entry['path']}",
+                                        Path(work) / f"{index}.upload")
+            except ObjectMissing:
+                rejected.append((entry["name"], "upload missing from the store"))
+                upload = None
+            candidates = [] if upload is None else _candidates(
+                upload, entry["name"], Path(work) / str(index), limits, rejected)
             for name, reason in rejected:
                 images.append(Image(batch_id=batch.id, hospital_id=batch.hospital_id,
                                     original_name=name[:500], status=ImageStatus.FAILED,
@@ -139,12 +145,12 @@ def ingest(session: Session, config: Config, batch_id: str,
                               original_name=candidate.name[:500],
                               details=metadata_for(metadata, candidate.name))
                 try:
-                    stored, reference = _store(candidate, config, Path(work))
+                    stored, reference = _store(candidate, store, config, Path(work))
                 except ImageRejected as error:
                     image.status, image.error = ImageStatus.FAILED, str(error)
                 else:
                     image.status, image.queued_at = ImageStatus.QUEUED, now
-                    image.content_hash, image.stored_path = stored.content_hash, str(stored.path)
+                    image.content_hash, image.stored_path = stored.content_hash, stored.ref
                     image.width, image.height = stored.width, stored.height
                     if reference:
                         image.dicom_study_uid = reference.study_uid
@@ -165,6 +171,6 @@ def ingest(session: Session, config: Config, batch_id: str,
                    config.chunk_size)
 
 
-def remove_uploads(batch_upload_dir: str) -> None:
+def remove_uploads(config: Config, batch_upload_dir: str) -> None:
     """Delete a batch's original uploads (with their EXIF) once its ingest has committed."""
-    shutil.rmtree(batch_upload_dir, ignore_errors=True)
+    store_for(config).delete_tree(batch_upload_dir)

@@ -7,12 +7,15 @@ is enqueued. The Celery tasks and the embedded ``dermscreen screen`` both run th
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
+from dermscreen import metrics
 from dermscreen.config import Config
 from dermscreen.db.screening import Batch
 from dermscreen.db.session import session_factory
 from dermscreen.registry import active_version, bundle_path
+from dermscreen.storage import store_for
 from dermscreen.worker import leases, notifier
 from dermscreen.worker.inference import (ChunkOutcome, queued_paths, record_chunk, score_images,
                                          worker_bundle)
@@ -27,7 +30,7 @@ def run_ingest(config: Config, batch_id: str,
         chunks = ingest(session, config, batch_id, on_upload)
         batch = session.get(Batch, batch_id)
     if batch is not None:
-        remove_uploads(batch.upload_dir)
+        remove_uploads(config, batch.upload_dir)
     return chunks
 
 
@@ -45,13 +48,17 @@ def run_predict_chunk(config: Config, image_ids: list[str],
             bundle_dir = str(bundle_path(active_version(session, config), config))
         held = leases.take(session, config, image_ids)
     bundle = worker_bundle(bundle_dir)
+    metrics.MODEL_INFO.labels(bundle.version).set(1)
+    started = time.perf_counter()
     with leases.renewed(sessions, config, held) as heartbeat:
         with sessions() as session:
             stored = queued_paths(session, held)
-        scored = score_images(bundle, stored)
+        scored = score_images(bundle, store_for(config), stored)
         heartbeat.stop()
         with sessions.begin() as session:
-            return record_chunk(session, config, bundle, image_ids, scored)
+            outcome = record_chunk(session, config, bundle, image_ids, scored)
+    metrics.record_chunk(outcome, time.perf_counter() - started)
+    return outcome
 
 
 def run_deliver(config: Config, delivery_id: int):

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from dermscreen.db import Batch, Image
 from dermscreen.exports.content import BatchContent, batch_content
+from dermscreen.storage import store_for
 from dermscreen.worker import jobs
 from dermscreen.worker.heatmap_tasks import run_heatmap
 from tests.dicom_files import dicom_bytes, photograph
@@ -43,5 +44,5 @@ def screened(sessions, worker_config, make_hospital, submit) -> Screened:  # noq
                   session.scalars(select(Image).where(Image.batch_id == batch_id))}
     run_heatmap(worker_config, images["red.dcm"])  # as the worker does for an alert
     with sessions() as session:
-        content = batch_content(session, session.get(Batch, batch_id))
+        content = batch_content(session, session.get(Batch, batch_id), store_for(worker_config))
     return Screened(batch_id, content, sources, images)

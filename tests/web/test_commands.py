@@ -173,4 +173,4 @@ def test_serve_embedded_scores_a_submitted_archive(server, tmp_path, tiny_bundle
         time.sleep(0.5)
     rows = requests.get(f"{batch_url}/results", headers=headers).json()["results"]
     assert [(row["image"], row["status"], row["flagged"]) for row in rows] == [
-        ("red.jpg", "done", True), ("blue.jpg", "done", False)]
+        ("lesions.zip/red.jpg", "done", True), ("lesions.zip/blue.jpg", "done", False)]

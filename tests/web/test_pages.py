@@ -21,6 +21,7 @@ from dermscreen.db import AuditEntry, Review
 from dermscreen.db.alerts import Alert, AlertStatus
 from dermscreen.db.screening import Batch, Image, ModelVersion
 from dermscreen.db.tenancy import ApiToken, Hospital, Role, User
+from dermscreen.storage import store_for
 from dermscreen.worker.imagestore import store_image
 from tests.conftest import TEST_PASSWORD
 from tests.factories import (BLUE, PURPLE, RED, gated_images, image_bytes, lesion_image,
@@ -55,9 +56,9 @@ def case(make_scored_batch, make_hospital, sessions, config, tmp_path):
         for image, color in zip(made.images[:2], (RED, BLUE)):
             source = tmp_path / f"{image.original_name}"
             lesion_image(color).save(source)
-            stored = store_image(source, config.store_dir, config.max_image_pixels)
+            stored = store_image(source, store_for(config), config.max_image_pixels)
             row = session.get(Image, image.id)
-            row.stored_path, row.width, row.height = str(stored.path), stored.width, stored.height
+            row.stored_path, row.width, row.height = stored.ref, stored.width, stored.height
     made.hospital = hospital
     made.red, made.blue, made.bad = made.images
     return made
@@ -429,3 +430,26 @@ def second_bundle(tmp_path):
     metadata = json.loads((path / "metadata.json").read_text())
     (path / "metadata.json").write_text(json.dumps({**metadata, "version": "test-2", "metrics": SECOND_METRICS}))
     return path
+
+
+def test_pages_serve_images_and_heatmaps_from_s3(s3_server, config, make_hospital, make_scored_batch,
+                                                 sessions, sign_in, make_user):
+    for name, value in s3_server.bucket().items():
+        setattr(config, name, value)
+    hospital = make_hospital()
+    made = make_scored_batch(hospital=hospital, scores={"red.jpg": 0.9})
+    source = config.home / "red.png"
+    source.write_bytes(image_bytes(lesion_image((200, 40, 40)), "PNG"))
+    stored = store_image(source, store_for(config), config.max_image_pixels)
+    heatmap = store_for(config).put("heatmaps/red.png", source.read_bytes())
+    with sessions.begin() as session:
+        row = session.get(Image, made.images[0].id)
+        row.stored_path, row.heatmap_path = stored.ref, heatmap
+    client = sign_in(make_user(Role.DERMATOLOGIST, hospital=hospital))
+    original = client.get(f"/images/{row.id}/original")
+    assert original.status_code == 200 and original.data == store_for(config).read(stored.ref)
+    assert client.get(f"/images/{row.id}/thumbnail").data.startswith(b"\xff\xd8")
+    assert client.get(f"/images/{row.id}/heatmap").data == source.read_bytes()
+    with sessions.begin() as session:
+        session.get(Image, row.id).heatmap_path = store_for(config).ref("heatmaps/gone.png")
+    assert client.get(f"/images/{row.id}/heatmap").status_code == 404

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from dermscreen.storage import LocalStore
 from dermscreen.worker.imagestore import ImageRejected, store_image
 from tests.factories import RED, image_bytes, lesion_image
 
@@ -23,13 +25,14 @@ def test_exif_and_icc_are_stripped_and_orientation_applied(tmp_path):
     source.write_bytes(image_bytes(image, exif=exif.tobytes(), icc_profile=b"\0" * 128))
     assert Image.open(source).getexif()[0x010F] == "CameraMaker"
 
-    stored = store_image(source, tmp_path / "store", MAX_PIXELS)
+    stored = store_image(source, LocalStore(tmp_path / "store"), MAX_PIXELS)
 
     assert (stored.width, stored.height) == (40, 60)  # upright
-    data = stored.path.read_bytes()
+    path = Path(stored.ref)
+    data = path.read_bytes()
     assert stored.content_hash == hashlib.sha256(data).hexdigest()
-    assert stored.path.name == f"{stored.content_hash}.png"
-    with Image.open(stored.path) as clean:
+    assert path.name == f"{stored.content_hash}.png"
+    with Image.open(path) as clean:
         assert dict(clean.getexif()) == {}
         assert "icc_profile" not in clean.info and "exif" not in clean.info
     assert b"CameraMaker" not in data
@@ -39,8 +42,8 @@ def test_same_pixels_are_stored_once(tmp_path):
     data = image_bytes(lesion_image(RED), "PNG")
     (tmp_path / "a.png").write_bytes(data)
     (tmp_path / "b.png").write_bytes(data)
-    first = store_image(tmp_path / "a.png", tmp_path / "store", MAX_PIXELS)
-    second = store_image(tmp_path / "b.png", tmp_path / "store", MAX_PIXELS)
+    first = store_image(tmp_path / "a.png", LocalStore(tmp_path / "store"), MAX_PIXELS)
+    second = store_image(tmp_path / "b.png", LocalStore(tmp_path / "store"), MAX_PIXELS)
     assert first == second
     assert len(list((tmp_path / "store").rglob("*.png"))) == 1
 
@@ -50,11 +53,11 @@ def test_decompression_bomb_png_is_rejected(tmp_path):
     Image.new("1", (2000, 2000)).save(bomb)  # 4 Mpx in a few kB
     assert bomb.stat().st_size < 10_000
     with pytest.raises(ImageRejected, match="decompression bomb"):
-        store_image(bomb, tmp_path / "store", MAX_PIXELS)
+        store_image(bomb, LocalStore(tmp_path / "store"), MAX_PIXELS)
     huge = tmp_path / "huge.png"
     Image.new("1", (3000, 3000)).save(huge)  # past twice the limit: Pillow's error, not warning
     with pytest.raises(ImageRejected, match="decompression bomb"):
-        store_image(huge, tmp_path / "store", MAX_PIXELS)
+        store_image(huge, LocalStore(tmp_path / "store"), MAX_PIXELS)
 
 
 @pytest.mark.parametrize("name,make,reason", [
@@ -67,5 +70,5 @@ def test_non_images_are_rejected_with_a_reason(tmp_path, name, make, reason):
     path = tmp_path / name
     path.write_bytes(make())
     with pytest.raises(ImageRejected, match=reason):
-        store_image(path, tmp_path / "store", MAX_PIXELS)
+        store_image(path, LocalStore(tmp_path / "store"), MAX_PIXELS)
     assert not (tmp_path / "store").exists()

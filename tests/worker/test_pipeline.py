@@ -1,16 +1,22 @@
-"""Ingest and inference as plain functions (no broker), on SQLite and PostgreSQL."""
+"""Ingest and inference as plain functions (no broker), on SQLite and PostgreSQL; with the
+local store and with S3."""
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
+import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
 from dermscreen.db import (Alert, Batch, BatchStatus, Channel, Delivery, DeliveryStatus, Image,
                            ImageStatus, ModelVersion, Prediction)
 from dermscreen.registry import active_version
+from dermscreen.storage import ObjectMissing, S3Store, store_for
 from dermscreen.worker import jobs
+from dermscreen.worker.heatmap_tasks import run_heatmap
 from tests.factories import PURPLE, RED, gated_images, image_bytes, lesion_image
 from tests.worker.conftest import blue, hostile_batch, red, zip_bytes
 
@@ -245,3 +251,43 @@ def test_stored_images_carry_no_metadata(sessions, worker_config, make_hospital,
     jobs.run_ingest(worker_config, batch_id)
     stored = Path(images_by_name(sessions, batch_id)["exif.jpg"].stored_path)
     assert b"CameraMaker" in data and b"CameraMaker" not in stored.read_bytes()
+
+
+def test_a_batch_runs_through_s3_and_writes_nothing_locally(
+        s3_server, sessions, worker_config, make_hospital, submit, tmp_path):
+    for name, value in s3_server.bucket().items():
+        setattr(worker_config, name, value)
+    store = store_for(worker_config)
+    assert isinstance(store, S3Store)
+    batch_id = submit(make_hospital(), {"lesions.zip": zip_bytes({"red.jpg": red(), "blue.jpg": blue()}),
+                                        "bad.jpg": b"\xff\xd8\xff not really"},
+                      metadata_csv="image,age\nred.jpg,50\n")
+    with sessions() as session:
+        upload_dir = session.get(Batch, batch_id).upload_dir
+    assert upload_dir.startswith(worker_config.store_url + "/uploads/")
+    manifest = json.loads(store.read(f"{upload_dir}/manifest.json"))
+    assert [entry["name"] for entry in manifest["files"]] == ["lesions.zip", "bad.jpg"]
+
+    chunks = jobs.run_ingest(worker_config, batch_id)
+    outcomes = [jobs.run_predict_chunk(worker_config, chunk) for chunk in chunks]
+
+    assert sum(outcome.done for outcome in outcomes) == 2
+    with sessions() as session:
+        images = {image.original_name: image for image in
+                  session.scalars(select(Image).where(Image.batch_id == batch_id))}
+        assert session.get(Batch, batch_id).status is BatchStatus.DONE
+    assert images["bad.jpg"].status is ImageStatus.FAILED
+    assert images["lesions.zip/red.jpg"].details == {"age": "50"}
+    stored = images["lesions.zip/red.jpg"].stored_path
+    assert stored.startswith(worker_config.store_url + "/images/")
+    with PILImage.open(io.BytesIO(store.read(stored))) as pixels:
+        assert pixels.format == "PNG"
+    with pytest.raises(ObjectMissing):  # the originals are deleted after ingest
+        store.read(f"{upload_dir}/manifest.json")
+    (flagged,) = [i for outcome in outcomes for i in outcome.flagged_image_ids]
+    heatmap = run_heatmap(worker_config, flagged)
+    assert heatmap.startswith(worker_config.store_url + "/heatmaps/")
+    assert store.read(heatmap).startswith(b"\x89PNG")
+    # Nothing went to the store directory; the home holds only the database and scratch space.
+    assert not (tmp_path / "store").exists()
+    assert not [p for p in (worker_config.home / "work").rglob("*") if p.is_file()]

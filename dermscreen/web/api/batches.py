@@ -12,6 +12,7 @@ from dermscreen.exports.content import batch_content, export_row, model_headline
 from dermscreen.exports.formats import (BATCH_FORMATS, IMAGE_FORMATS, NothingToExport,
                                         render_batch, render_image)
 from dermscreen.results import current_prediction
+from dermscreen.storage import store_for
 from dermscreen.submissions import UploadRefused, check_upload, submit_batch
 from dermscreen.web.api import bp
 from dermscreen.web.api.auth import audit_list, owned
@@ -91,7 +92,7 @@ def get_results(batch_id: str):
                  what="results", format=wanted)
     session.commit()
     if wanted in BATCH_FORMATS:
-        return _exported(render_batch, batch_content(session, batch), wanted,
+        return _exported(render_batch, batch_content(session, batch, store_for(current_app.config["DERMSCREEN"])), wanted,
                          filename=f"batch-{batch.id}-results")
     rows = results.batch_results(session, batch)
     if wanted == "csv":

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 from flask import abort, current_app, send_file
 from PIL import Image as PILImage
 
 from dermscreen.db.screening import Image
 from dermscreen.db.tenancy import Role
+from dermscreen.storage import ObjectMissing, store_for
 from dermscreen.web.auth.access import role_required, tenant_get
 from dermscreen.web.pages import bp
 
@@ -18,16 +18,14 @@ THUMBNAIL_SIZE = (112, 112)
 PRIVATE_CACHE = 300  # seconds a browser may keep an image (private: never a shared cache)
 
 
-def stored_file(relative_or_absolute: str | None) -> Path:
-    """The file a row points to (absolute, or relative to the store); 404 when it is missing."""
-    if not relative_or_absolute:
+def stored_file(ref: str | None) -> io.BytesIO:
+    """The bytes of the object a row points to, read from the store; 404 when it is missing."""
+    if not ref:
         abort(404)
-    path = Path(relative_or_absolute)
-    if not path.is_absolute():
-        path = Path(current_app.config["DERMSCREEN"].store_dir) / path
-    if not path.is_file():
+    try:
+        return io.BytesIO(store_for(current_app.config["DERMSCREEN"]).read(ref))
+    except ObjectMissing:
         abort(404)
-    return path
 
 
 def _private(response):
