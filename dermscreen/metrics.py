@@ -79,11 +79,26 @@ def queue_depth(client, queue: str) -> tuple[int, int]:
     return waiting, reserved
 
 
+def _queue_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily("dermscreen_queue_messages",
+                             "Messages in a broker queue: waiting, or reserved by a worker",
+                             labels=["queue", "state"])
+
+
+def _image_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily("dermscreen_images", "Images in the database, by status",
+                             labels=["status"])
+
+
 class StateCollector:
     """Read at scrape time: queue depths from the broker, image counts from the database."""
 
     def __init__(self, config: Config):
         self.config = config
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        """The families ``collect`` yields, without reading anything (the registry's name check)."""
+        return [_queue_family(), _image_family()]
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         yield from self._queues()
@@ -94,9 +109,7 @@ class StateCollector:
             return
         import redis
 
-        family = GaugeMetricFamily("dermscreen_queue_messages",
-                                   "Messages in a broker queue: waiting, or reserved by a worker",
-                                   labels=["queue", "state"])
+        family = _queue_family()
         client = redis.Redis.from_url(self.config.broker_url, socket_timeout=5)
         try:
             for queue in queues.ALL:
@@ -113,8 +126,7 @@ class StateCollector:
         from dermscreen.db.screening import Image, ImageStatus
         from dermscreen.db.session import session_factory
 
-        family = GaugeMetricFamily("dermscreen_images", "Images in the database, by status",
-                                   labels=["status"])
+        family = _image_family()
         with session_factory(self.config.database_url)() as session:
             counts = dict(session.execute(
                 select(Image.status, func.count()).group_by(Image.status)).tuples().all())
