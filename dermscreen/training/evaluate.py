@@ -100,7 +100,7 @@ def tiers(bundle: Bundle, predictions: pd.DataFrame) -> dict:
         out[name] = {**point, "per_1000_images": {
             "flagged": round(1000 * point["share"], 1),
             "melanomas_caught": round(1000 * caught / len(score), 1),
-            "melanomas_missed": round(1000 * (positive.sum() - caught) / len(score), 1)}}
+            "melanomas_missed": round(1000 * (int(positive.sum()) - caught) / len(score), 1)}}
     return out
 
 

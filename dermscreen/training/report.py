@@ -134,6 +134,31 @@ def isic_tables(predictions: pd.DataFrame, classes: list[str]) -> tuple[pd.DataF
             pd.concat([image, truth.set_index(image.index)], axis=1))
 
 
+def tier_lines(tiers: dict | None) -> list[str]:
+    """The alert and review tiers' table, with what each gives per 1,000 images of this set."""
+    if not tiers:
+        return []
+    lines = ["## Tiers", "", "| tier | threshold | sensitivity | specificity | share of images |"
+             " per 1,000 images: flagged / melanomas caught / missed |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, tier in tiers.items():
+        cells = [f"{tier[key]:.3f} ({span(tier['ci95'][key])})" if tier[key] is not None else "n/a"
+                 for key in ("sensitivity", "specificity", "share")]
+        per = tier["per_1000_images"]
+        lines.append(f"| {name} | {tier['threshold']:.4f} | {' | '.join(cells)} | {per['flagged']:.0f} /"
+                     f" {per['melanomas_caught']:.0f} / {per['melanomas_missed']:.0f} |")
+    return [*lines, ""]
+
+
+def gate_lines(gate: dict | None) -> list[str]:
+    """What the gate stopped before scoring (the metrics above are of the images it let through)."""
+    if not gate:
+        return []
+    reasons = ", ".join(f"{reason} {count}" for reason, count in gate["by_reason"].items()) or "none"
+    return ["## Gate", "", f"Stopped as unassessable before scoring: {gate['stopped']} of {gate['n']}"
+            f" images ({span(gate['ci95'])}), {gate['melanomas_stopped']} melanomas among them;"
+            f" by reason: {reasons}. The metrics above are of the images it let through.", ""]
+
+
 def write_report(folder: str | Path, result: dict, predictions: pd.DataFrame, bundle) -> Path:
     """Write the figures, the ISIC-format CSVs and ``report.md`` into ``folder``."""
     folder = Path(folder)
@@ -167,7 +192,7 @@ def write_report(folder: str | Path, result: dict, predictions: pd.DataFrame, bu
         value, interval = result[key], result["ci95"].get(key)
         shown = f"{value:.4f}" if isinstance(value, float) else f"{value}"
         lines.append(f"| {key} | {shown} | {span(interval) if interval else ''} |")
-    lines.append("")
+    lines += ["", *tier_lines(result.get("tiers")), *gate_lines(result.get("gate"))]
     for title, path in figures.items():
         lines += [f"## {title}", "", f"![{title}]({path.name})", ""]
     lines += ["Predictions (ISIC layout): `predictions.csv`; ground truth: `truth.csv`.", ""]

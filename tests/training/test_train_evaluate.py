@@ -78,6 +78,9 @@ def test_train_then_evaluate(folder_dataset, csv_dataset, tmp_path):
     report = (tmp_path / "rep" / "report.md").read_text()
     low, high = result["ci95"]["sensitivity"]
     assert f"| sensitivity | {result['sensitivity']:.4f} | {low:.3f}-{high:.3f} |" in report
+    alert = result["tiers"]["alert"]
+    assert f"| alert | {alert['threshold']:.4f} | {alert['sensitivity']:.3f} (" in report
+    assert f"Stopped as unassessable before scoring: {result['gate']['stopped']} of {result['gate']['n']}" in report
     for figure in ("roc.png", "thresholds.png", "calibration.png", "confusion_matrix.png",
                    "training_curves.png"):
         assert figure in report and (tmp_path / "rep" / figure).exists()
