@@ -305,6 +305,8 @@ def screen_review_and_export(browser, site) -> tuple[str, str]:
     case_url = page.url
     wait_for_heatmap(page)
     heatmap = page.locator("img.heatmap")
+    # a loaded picture (on a busy machine it may still be loading when the page is)
+    page.wait_for_function("() => document.querySelector('img.heatmap').complete")
     assert heatmap.evaluate("(img) => img.naturalWidth") > 0
     assert heatmap.evaluate("(img) => getComputedStyle(img).opacity") == "0"
     shoot(page, site["prefix"] + "case")
