@@ -6,7 +6,8 @@ PostgreSQL (a throwaway database on 127.0.0.1:5432), this drill's own redis-serv
 web app under gunicorn, a CPU worker (ingest, notify, beat) and two inference workers, production
 leases (``DERMSCREEN_CHUNK_LEASE_SECONDS`` 30, reconcile every 10 s, visibility timeout 3600 s).
 After the workers have loaded the model, N images go to the API as one zip. Every ``--every``
-seconds on average (uniform, half to one and a half times), a random inference worker that is up
+seconds on average (uniform, half to one and a half times), from the moment a worker takes the
+first chunk, a random inference worker that is up
 gets SIGKILL on its whole process group (the Celery parent and its pool child), and is started
 again at once. For each kill, the recovery time is from the kill to the moment every image held
 by a worker at that instant (either worker: a lease in force) is out of the queue. It prints what
@@ -26,7 +27,7 @@ import time
 import click
 
 from benchmarks.drills.cluster import (Cluster, RedisServer, audit, new_work, pick_images,
-                                       throwaway_database)
+                                       throwaway_database, wait_until, REDIS_PORT)
 
 
 def held_now(cluster: Cluster, batch_id: str) -> set[str]:
@@ -82,11 +83,12 @@ class Recoveries:
 @click.option("--kills", default=20, show_default=True)
 @click.option("--every", default=12.0, show_default=True, help="mean seconds between kills")
 @click.option("--seed", default=19, show_default=True)
+@click.option("--redis-port", default=REDIS_PORT, show_default=True)
 @click.option("--timeout", default=3600, show_default=True, help="seconds the batch may take")
-def main(count, kills, every, seed, timeout):
+def main(count, kills, every, seed, redis_port, timeout):
     rng = random.Random(seed)
     work = new_work("drill-kills")
-    redis = RedisServer(work)
+    redis = RedisServer(work, redis_port)
     redis.start()
     try:
         with throwaway_database() as database, Cluster(work, database, redis.url) as cluster:
@@ -96,6 +98,8 @@ def main(count, kills, every, seed, timeout):
             batch = cluster.submit(paths)
             click.echo(f"submitted {count} images as one zip: batch {batch}")
             recoveries = Recoveries(cluster)
+            # The kills start once the first chunk is taken (the zip is ingested before that).
+            wait_until(lambda: held_now(cluster, batch), timeout, "a worker to take a chunk")
             killed = 0
             while killed < kills and cluster.unfinished([batch]):
                 time.sleep(rng.uniform(0.5, 1.5) * every)
