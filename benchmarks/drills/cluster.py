@@ -343,3 +343,36 @@ def new_work(prefix: str) -> Path:
     import tempfile
 
     return Path(tempfile.mkdtemp(prefix=f"dermscreen-{prefix}-{uuid.uuid4().hex[:6]}-"))
+
+
+@contextmanager
+def deployment(prefix: str, redis_port: int = REDIS_PORT, postgres_server: str = POSTGRES_SERVER,
+               work: Path | None = None, **settings):
+    """This drill's redis-server, a throwaway database on ``postgres_server`` and the cluster on
+    them; yields (cluster, redis). The work folder (logs) is kept when the drill fails."""
+    import click
+
+    work = work or new_work(prefix)
+    redis = RedisServer(work, redis_port)
+    redis.start()
+    try:
+        with throwaway_database(postgres_server) as database, \
+                Cluster(work, database, redis.url, **settings) as cluster:
+            yield cluster, redis
+    except BaseException:
+        click.echo(f"failed; logs kept in {work}", err=True)
+        raise
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    finally:
+        redis.process.kill()
+
+
+def queued_messages(redis_url: str) -> dict:
+    """Messages waiting in each queue and taken but not acknowledged (kombu's ``unacked``)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    counts = {queue: client.llen(queue) for queue in ("ingest", "inference", "notify")}
+    counts["unacked"] = client.hlen("unacked")
+    return counts
