@@ -268,9 +268,13 @@ class Cluster:
         batch = self.submit(paths[:len(inference) * self.config.chunk_size], name="warm.zip")
         self.wait_done([batch], 900)
 
+    def post_paths(self, paths: list[Path], name: str = "batch.zip",
+                   timeout: float = 120) -> requests.Response:
+        return requests.post(f"{self.api}/batches", headers=self.headers, timeout=timeout,
+                             files=[("files", (name, zip_of(paths), "application/zip"))])
+
     def submit(self, paths: list[Path], name: str = "batch.zip", timeout: float = 120) -> str:
-        response = requests.post(f"{self.api}/batches", headers=self.headers, timeout=timeout,
-                                 files=[("files", (name, zip_of(paths), "application/zip"))])
+        response = self.post_paths(paths, name, timeout)
         response.raise_for_status()
         return response.json()["id"]
 
@@ -288,6 +292,16 @@ class Cluster:
             received = session.scalar(select(func.count()).select_from(Batch).where(
                 Batch.id.in_(batch_ids), Batch.status == BatchStatus.RECEIVED))
         return waiting + received
+
+    def queued(self, batch_ids: list[str]) -> int:
+        """Images of these batches queued for inference (ingested, not yet scored)."""
+        from sqlalchemy import func, select
+
+        from dermscreen.db.screening import Image, ImageStatus
+
+        with self.sessions() as session:
+            return session.scalar(select(func.count()).select_from(Image).where(
+                Image.batch_id.in_(batch_ids), Image.status == ImageStatus.QUEUED))
 
     def wait_done(self, batch_ids: list[str], timeout: float) -> float:
         """Seconds until every image of the batches is out of the queue."""
@@ -349,9 +363,11 @@ def new_work(prefix: str) -> Path:
 def deployment(prefix: str, redis_port: int = REDIS_PORT, postgres_server: str = POSTGRES_SERVER,
                work: Path | None = None, **settings):
     """This drill's redis-server, a throwaway database on ``postgres_server`` and the cluster on
-    them; yields (cluster, redis). The work folder (logs) is kept when the drill fails."""
+    them; yields (cluster, redis). The work folder (logs) is kept when the drill fails, and when
+    the caller gave it."""
     import click
 
+    owned = work is None
     work = work or new_work(prefix)
     redis = RedisServer(work, redis_port)
     redis.start()
@@ -363,7 +379,8 @@ def deployment(prefix: str, redis_port: int = REDIS_PORT, postgres_server: str =
         click.echo(f"failed; logs kept in {work}", err=True)
         raise
     else:
-        shutil.rmtree(work, ignore_errors=True)
+        if owned:
+            shutil.rmtree(work, ignore_errors=True)
     finally:
         redis.process.kill()
 

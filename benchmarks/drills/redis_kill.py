@@ -4,7 +4,8 @@
 
 The deployment of benchmarks/drills/cluster.py (this drill's redis-server on :6390 with AOF,
 ``appendfsync everysec``, as docker-compose.yml runs it). After the workers have loaded the model,
-N images go to the API as one zip; once inference messages wait in Redis, redis-server gets
+N images go to the API as one zip; once its chunks wait in Redis (the inference queue also
+holds the heatmap tasks of flagged images), redis-server gets
 SIGKILL, stays down ``--outage`` seconds and is started again on its data folder. It prints the
 messages in Redis before the kill and after the restart, whether every worker process lived
 through it, what came out, and the recovery time: from the restart to the last image out of the
@@ -34,9 +35,9 @@ def main(count, outage, redis_port, timeout):
         start = time.monotonic()
         batch = cluster.submit(paths)
         click.echo(f"submitted {count} images as one zip: batch {batch}")
-        before = wait_until(lambda: (lambda q: q if q["inference"] else None)(
-            queued_messages(redis.url)), timeout, "inference messages to wait in Redis",
-            interval=0.1)
+        wait_until(lambda: cluster.queued([batch]) and queued_messages(redis.url)["inference"],
+                   timeout, "the batch's chunks to wait in Redis", interval=0.1)
+        before = queued_messages(redis.url)
         left = cluster.unfinished([batch])
         redis.process.kill()
         killed = time.monotonic()
