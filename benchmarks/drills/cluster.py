@@ -140,10 +140,31 @@ class RedisServer:
 
 @contextmanager
 def throwaway_database(server_url: str = POSTGRES_SERVER):
-    from benchmarks.pipeline_throughput import postgres_database
+    """A migrated database on the server of ``server_url``, dropped afterwards (over a new
+    connection: a drill may have restarted the server meanwhile)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
 
-    with postgres_database(server_url) as url:
-        yield url
+    from dermscreen.db.migrate import upgrade
+    from dermscreen.db.session import engine_for
+
+    url = make_url(server_url)
+    name = f"drill_{uuid.uuid4().hex[:10]}"
+
+    def admin():
+        return psycopg.connect(host=url.host, port=url.port or 5432, user=url.username,
+                               dbname=url.database or "postgres", autocommit=True)
+
+    with admin() as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    database = url.set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(database)
+        yield database
+    finally:
+        engine_for(database).dispose()
+        with admin() as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class PostgresCluster:

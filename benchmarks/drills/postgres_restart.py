@@ -84,8 +84,8 @@ def main(count, outage, port, redis_port, timeout):
             click.echo(f"submitted {count} images as one zip: batch {batch}")
             client = Client(cluster, batch, paths[count])
             client.start()
-            wait_until(lambda: cluster.unfinished([batch]) < count, timeout,
-                       "the first images to be scored")
+            wait_until(lambda: cluster.queued([batch]) and cluster.unfinished([batch]) < count,
+                       timeout, "the first images to be scored")
             left = cluster.unfinished([batch])
             down = time.monotonic()
             postgres.stop()
