@@ -7,10 +7,11 @@ web app under gunicorn, a CPU worker (ingest, notify, beat) and two inference wo
 leases (``DERMSCREEN_CHUNK_LEASE_SECONDS`` 30, reconcile every 10 s, visibility timeout 3600 s).
 After the workers have loaded the model, N images go to the API as one zip. Every ``--every``
 seconds on average (uniform, half to one and a half times), from the moment a worker takes the
-first chunk, a random inference worker that is up
-gets SIGKILL on its whole process group (the Celery parent and its pool child), and is started
-again at once. For each kill, the recovery time is from the kill to the moment every image held
-by a worker at that instant (either worker: a lease in force) is out of the queue. It prints what
+first chunk, a random inference worker that is up gets SIGKILL on its whole process group (the
+Celery parent and its pool child), and is started again at once. For each kill, with the images held by a worker at that instant (either worker: a
+lease in force), two recovery times: from the kill until each was handed out again (scored, or
+queued afresh by the reconciler once the dead worker's lease passed), and until each was scored
+(a chunk queued afresh waits behind the chunks already queued). It prints what
 was submitted, what came out (by status, lost, doubled predictions and alerts) and the recovery
 times.
 """
@@ -42,18 +43,21 @@ def held_now(cluster: Cluster, batch_id: str) -> set[str]:
             Image.held_until > utcnow())))
 
 
-def still_queued(cluster: Cluster, ids: set[str]) -> int:
+def still_queued(cluster: Cluster, ids: set[str], since=None) -> int:
+    """How many of ``ids`` are still queued (with ``since``: and not queued again after it)."""
     from sqlalchemy import func, select
 
     from dermscreen.db.screening import Image, ImageStatus
 
     with cluster.sessions() as session:
         return session.scalar(select(func.count()).select_from(Image).where(
-            Image.id.in_(ids), Image.status == ImageStatus.QUEUED))
+            Image.id.in_(ids), Image.status == ImageStatus.QUEUED,
+            *([Image.queued_at <= since] if since is not None else [])))
 
 
 class Recoveries:
-    """For each kill, seconds until the images held at that instant are all out of the queue."""
+    """For each kill, seconds until the images held at that instant were all handed out again
+    (scored, or queued again by the reconciler) and until they were all scored."""
 
     def __init__(self, cluster: Cluster):
         self.cluster, self.open, self.closed = cluster, [], []
@@ -62,16 +66,22 @@ class Recoveries:
         self.thread.start()
 
     def add(self, killed_at: float, worker: str, ids: set[str]) -> None:
-        self.open.append((killed_at, worker, ids))
+        from dermscreen.db.base import utcnow
+
+        self.open.append({"killed_at": killed_at, "utc": utcnow(), "worker": worker, "ids": ids})
 
     def _watch(self) -> None:
         while not self.stopping.wait(0.5):
             for entry in list(self.open):
-                killed_at, worker, ids = entry
-                if not ids or still_queued(self.cluster, ids) == 0:
+                now = time.monotonic() - entry["killed_at"]
+                if "requeued_s" not in entry and \
+                        not still_queued(self.cluster, entry["ids"], entry["utc"]):
+                    entry["requeued_s"] = round(now, 1)
+                if not still_queued(self.cluster, entry["ids"]):
                     self.open.remove(entry)
-                    self.closed.append({"worker": worker, "held": len(ids),
-                                        "recovered_s": round(time.monotonic() - killed_at, 1)})
+                    self.closed.append({"worker": entry["worker"], "held": len(entry["ids"]),
+                                        "handed out again (s)": entry["requeued_s"],
+                                        "scored (s)": round(now, 1)})
 
     def stop(self) -> None:
         self.stopping.set()
@@ -125,13 +135,19 @@ def main(count, kills, every, seed, redis_port, timeout):
                 time.sleep(0.5)
             recoveries.stop()
             outcome = audit(cluster.sessions, [batch], count)
-            times = [entry["recovered_s"] for entry in recoveries.closed if entry["held"]]
+            held = [entry for entry in recoveries.closed if entry["held"]]
+
+            def spread(key):
+                values = [entry[key] for entry in held]
+                return {"median": round(statistics.median(values), 1) if values else None,
+                        "max": max(values) if values else None}
+
             result = {"submitted": count, "kills": killed, "wall_s": round(wall, 1),
                       "done after the last kill (s)": round(finished - last_kill, 1),
                       "outcome": outcome,
-                      "recovery_s": {"kills with images held": len(times),
-                                     "median": round(statistics.median(times), 1) if times else None,
-                                     "max": max(times) if times else None},
+                      "kills while images were held": len(held),
+                      "handed out again after the kill (s)": spread("handed out again (s)"),
+                      "scored after the kill (s)": spread("scored (s)"),
                       "per kill": recoveries.closed}
             click.echo(json.dumps(result, indent=1))
     except BaseException:
