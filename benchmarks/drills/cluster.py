@@ -367,11 +367,11 @@ def audit(sessions, batch_ids: list[str], submitted: int) -> dict:
             "deliveries": dict(deliveries)}
 
 
-def mbox_message_ids(path: Path) -> Counter:
-    """Message-IDs of the mails an aiosmtpd Mailbox handler stored in ``path``."""
+def maildir_message_ids(path: Path) -> Counter:
+    """Message-IDs of the mails aiosmtpd's Mailbox handler stored in the Maildir ``path``."""
     if not path.exists():
         return Counter()
-    return Counter(message["Message-ID"] for message in mailbox.mbox(path))
+    return Counter(message["Message-ID"] for message in mailbox.Maildir(path, create=False))
 
 
 def new_work(prefix: str) -> Path:

@@ -3,7 +3,7 @@
     PYTHONPATH=$PWD python -m benchmarks.drills.smtp_outage [-n 48] [--outage 120]
 
 The deployment of benchmarks/drills/cluster.py, with ``DERMSCREEN_SMTP_URL`` pointing at a real
-SMTP server process (aiosmtpd, storing what it receives in an mbox) and production retries
+SMTP server process (aiosmtpd, storing what it receives in a Maildir) and production retries
 (``DERMSCREEN_NOTIFY_BACKOFF_SECONDS`` 30, doubling; 8 retries). The hospital has two
 dermatologists, so each alert is two emails. The SMTP server is stopped, N images go to the API
 as one zip, and it is started again ``--outage`` seconds after it stopped (the issue asks for 10
@@ -23,12 +23,12 @@ from datetime import timezone
 import click
 
 from benchmarks.drills.cluster import (REDIS_PORT, Process, audit, deployment, free_port,
-                                       mbox_message_ids, new_work, pick_images, wait_until)
+                                       maildir_message_ids, new_work, pick_images, wait_until)
 
 
 def smtp_server(work, port: int) -> Process:
     return Process("smtp", [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
-                            "-c", "aiosmtpd.handlers.Mailbox", str(work / "mbox")],
+                            "-c", "aiosmtpd.handlers.Mailbox", str(work / "maildir")],
                    work / "smtp.log")
 
 
@@ -58,11 +58,19 @@ def deliveries(cluster, batch: str) -> list:
 @click.option("--redis-port", default=REDIS_PORT, show_default=True)
 @click.option("--timeout", default=3600, show_default=True, help="seconds delivery may take")
 def main(count, outage, redis_port, timeout):
-    from dermscreen.db.base import utcnow
-
     work = new_work("drill-smtp")
     port = free_port()
     smtp = smtp_server(work, port)
+    try:
+        drill(smtp, work, port, count, outage, redis_port, timeout)
+    finally:
+        smtp.stop()
+
+
+def drill(smtp: Process, work, port: int, count: int, outage: float, redis_port: int,
+          timeout: float) -> None:
+    from dermscreen.db.base import utcnow
+
     with deployment("drill-smtp", redis_port, work=work,
                     smtp_url=f"smtp://127.0.0.1:{port}") as (cluster, _):
         paths = pick_images(count, work)
@@ -88,7 +96,7 @@ def main(count, outage, redis_port, timeout):
                    timeout, "every delivery to be settled", interval=1)
         time.sleep(15)  # a second copy of anything would arrive by now
         rows = deliveries(cluster, batch)
-        received = mbox_message_ids(work / "mbox")
+        received = maildir_message_ids(work / "maildir")
         last = max((sent for _, _, sent, _ in rows if sent), default=None)
         result = {
             "submitted": count, "outage_s": round(up - start, 1),
@@ -102,7 +110,6 @@ def main(count, outage, redis_port, timeout):
                       .total_seconds(), 1) if last else None,
             "outcome": audit(cluster.sessions, [batch], count)}
         click.echo(json.dumps(result, indent=1))
-    smtp.stop()
 
 
 if __name__ == "__main__":
