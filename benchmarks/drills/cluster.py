@@ -324,6 +324,20 @@ class Cluster:
             return session.scalar(select(func.count()).select_from(Image).where(
                 Image.batch_id.in_(batch_ids), Image.status == ImageStatus.QUEUED))
 
+    def first_scored_after(self, batch_ids: list[str], since) -> float | None:
+        """Seconds from ``since`` (UTC) to the first prediction of these batches written after
+        it: when scoring resumed."""
+        from sqlalchemy import func, select
+
+        from dermscreen.db.screening import Image, Prediction
+
+        with self.sessions() as session:
+            first = session.scalar(select(func.min(Prediction.created_at))
+                                   .join(Image, Image.id == Prediction.image_id)
+                                   .where(Image.batch_id.in_(batch_ids),
+                                          Prediction.created_at > since))
+        return None if first is None else round((first - since).total_seconds(), 1)
+
     def wait_done(self, batch_ids: list[str], timeout: float) -> float:
         """Seconds until every image of the batches is out of the queue."""
         start = time.monotonic()

@@ -71,6 +71,8 @@ def tally(answers, start: float, end: float) -> dict:
 @click.option("--redis-port", default=REDIS_PORT, show_default=True)
 @click.option("--timeout", default=1800, show_default=True, help="seconds the batch may take")
 def main(count, outage, port, redis_port, timeout):
+    from dermscreen.db.base import utcnow
+
     work = new_work("drill-postgres")
     postgres = PostgresCluster(work, port)
     postgres.init()
@@ -92,7 +94,7 @@ def main(count, outage, port, redis_port, timeout):
             click.echo(f"{down - start:7.1f} s  PostgreSQL stopped; {left} images unfinished")
             time.sleep(outage)
             postgres.start()
-            up = time.monotonic()
+            up, up_utc = time.monotonic(), utcnow()
             click.echo(f"{up - start:7.1f} s  PostgreSQL started again")
             cluster.wait_done([batch], timeout)
             finished = time.monotonic()
@@ -109,6 +111,8 @@ def main(count, outage, port, redis_port, timeout):
                 "API during the outage": tally(client.answers, down, up),
                 "API after the restart": tally(client.answers, up, float("inf")),
                 "workers alive after": alive, "wall_s": round(finished - start, 1),
+                "first image scored after the restart (s)":
+                    cluster.first_scored_after([batch], up_utc),
                 "recovery_s (restart to last image)": round(finished - up, 1),
                 "outcome": audit(cluster.sessions, [batch], count),
                 "one-image batches": audit(cluster.sessions, client.submitted,

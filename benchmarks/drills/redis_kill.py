@@ -9,7 +9,7 @@ holds the heatmap tasks of flagged images), redis-server gets
 SIGKILL, stays down ``--outage`` seconds and is started again on its data folder. It prints the
 messages in Redis before the kill and after the restart, whether every worker process lived
 through it, what came out, and the recovery time: from the restart to the last image out of the
-queue.
+queue, and from the restart to the first image scored after it (scoring resumed).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from benchmarks.drills.cluster import (REDIS_PORT, audit, deployment, pick_image
 @click.option("--redis-port", default=REDIS_PORT, show_default=True)
 @click.option("--timeout", default=1800, show_default=True, help="seconds the batch may take")
 def main(count, outage, redis_port, timeout):
+    from dermscreen.db.base import utcnow
+
     with deployment("drill-redis", redis_port) as (cluster, redis):
         paths = pick_images(count, cluster.work)
         cluster.warm(paths)
@@ -45,7 +47,7 @@ def main(count, outage, redis_port, timeout):
                    f"{left} images unfinished")
         time.sleep(outage)
         redis.start()
-        restarted = time.monotonic()
+        restarted, restarted_utc = time.monotonic(), utcnow()
         after = queued_messages(redis.url)
         click.echo(f"{restarted - start:7.1f} s  redis-server started again; messages {after}")
         cluster.wait_done([batch], timeout)
@@ -54,6 +56,8 @@ def main(count, outage, redis_port, timeout):
         result = {"submitted": count, "outage_s": outage, "messages before the kill": before,
                   "messages after the restart": after, "unfinished images at the kill": left,
                   "workers alive after": alive, "wall_s": round(finished - start, 1),
+                  "first image scored after the restart (s)":
+                      cluster.first_scored_after([batch], restarted_utc),
                   "recovery_s (restart to last image)": round(finished - restarted, 1),
                   "outcome": audit(cluster.sessions, [batch], count)}
         click.echo(json.dumps(result, indent=1))
