@@ -20,11 +20,11 @@ from dermscreen.worker import jobs
 score_images = jobs.score_images
 
 
-def slow_score_images(bundle, stored):
+def slow_score_images(bundle, store, stored):
     with open(HELD_FILE, "a") as held:
         held.write(json.dumps([image_id for image_id, _ in stored]) + "\n")
     time.sleep(DELAY)
-    return score_images(bundle, stored)
+    return score_images(bundle, store, stored)
 
 
 if __name__ == "__main__":
