@@ -15,6 +15,7 @@ email delivered.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections import Counter
@@ -65,6 +66,7 @@ def main(count, outage, redis_port, timeout):
         drill(smtp, work, port, count, outage, redis_port, timeout)
     finally:
         smtp.stop()
+    shutil.rmtree(work, ignore_errors=True)  # kept (with the logs) when the drill failed
 
 
 def drill(smtp: Process, work, port: int, count: int, outage: float, redis_port: int,
