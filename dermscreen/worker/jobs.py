@@ -16,7 +16,7 @@ from dermscreen.db.screening import Batch
 from dermscreen.db.session import session_factory
 from dermscreen.registry import active_version, bundle_path
 from dermscreen.storage import store_for
-from dermscreen.worker import leases, notifier
+from dermscreen.worker import broker, leases, notifier
 from dermscreen.worker.inference import (ChunkOutcome, queued_paths, record_chunk, score_images,
                                          worker_bundle)
 from dermscreen.worker.ingest import ingest, remove_uploads
@@ -66,5 +66,11 @@ def run_deliver(config: Config, delivery_id: int):
 
 
 def run_reconcile(config: Config) -> Work:
+    """The reconciler's work; after a broker restart (a new run id), everything queued and free.
+    The caller enqueues it, then remembers ``work.broker_run_id`` (``broker.remember``)."""
+    seen = broker.run_id(config)
+    restarted = seen is not None and seen != broker.last_run_id(config)
     with session_factory(config.database_url).begin() as session:
-        return reconcile(session, config)
+        work = reconcile(session, config, broker_restarted=restarted)
+    work.broker_run_id = seen if restarted else None
+    return work

@@ -6,7 +6,9 @@
 
 A dead worker's chunk is handed out again once its lease (``chunk_lease_seconds``, renewed while
 the worker lives) has passed: within a lease and a reconcile interval. A lost message (images
-queued and never taken) waits for the longer ``queue_lease_seconds``. Nothing is ever lost;
+queued and never taken) waits for the longer ``queue_lease_seconds``, except after the broker
+restarted (dermscreen.worker.broker), when messages were lost for sure: then everything queued and
+held by no worker, and every batch not yet ingested, is handed out again at once. Nothing is ever lost;
 handing out work twice is harmless because every task is idempotent.
 """
 
@@ -30,14 +32,17 @@ class Work:
     batch_ids: list[str] = field(default_factory=list)
     chunks: list[list[str]] = field(default_factory=list)
     delivery_ids: list[int] = field(default_factory=list)
+    # The broker's run id, to remember once this work is enqueued (None: nothing to remember).
+    broker_run_id: str | None = None
 
 
-def reconcile(session: Session, config: Config) -> Work:
+def reconcile(session: Session, config: Config, broker_restarted: bool = False) -> Work:
     """Batches never ingested; queued images whose worker's lease has passed, or that no worker
     took within the queue lease (both are queued afresh now); and deliveries that are due but
-    were created or retried more than an interval ago."""
+    were created or retried more than an interval ago. After a broker restart, the queue lease
+    is treated as passed for everything."""
     now = utcnow()
-    expired = now - timedelta(seconds=config.queue_lease_seconds)
+    expired = now if broker_restarted else now - timedelta(seconds=config.queue_lease_seconds)
     work = Work()
     work.batch_ids = list(session.scalars(
         select(Batch.id).where(Batch.status == BatchStatus.RECEIVED, Batch.created_at < expired)

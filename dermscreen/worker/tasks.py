@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
-from dermscreen.worker import dispatch, jobs, queues
+from dermscreen.worker import broker, dispatch, jobs, queues
 from dermscreen.worker.celery_app import task_config
 from dermscreen.worker.notifier import DeliveryFailed
 
@@ -50,3 +50,5 @@ def reconcile(self) -> None:
         dispatch.enqueue_ingest(config, batch_id)
     dispatch.enqueue_chunks(config, work.chunks)
     dispatch.enqueue_deliveries(config, work.delivery_ids)
+    if work.broker_run_id:  # handled this broker restart: not again
+        broker.remember(config, work.broker_run_id)

@@ -97,3 +97,45 @@ def test_a_live_chunk_renews_its_lease_and_a_failed_one_gives_it_back(
             raise RuntimeError("the chunk failed")
     with sessions.begin() as session:  # given back: a retry takes them at once
         assert sorted(leases.take(session, worker_config, chunk)) == sorted(chunk)
+
+
+def test_after_a_broker_restart_everything_queued_and_free_is_handed_out_at_once(
+        sessions, worker_config, submit, make_hospital):
+    """Redis restarted (a new run id): the messages it lost are not waited for (queue lease);
+    the images a live worker holds stay with it; the restart is handled once."""
+    import redis
+
+    from dermscreen.worker import broker
+    from tests.conftest import REDIS_SERVER
+
+    worker_config.broker_url = f"{REDIS_SERVER}/11"
+    client = redis.Redis.from_url(worker_config.broker_url, socket_connect_timeout=5)
+    client.flushdb()  # a Redis that lost its data, or one the reconciler never saw
+    hospital = make_hospital()
+    never_ingested = submit(hospital, {"red.jpg": red()})
+    queued = submit(hospital, {"red.jpg": red(2), "blue.png": blue()})
+    [chunk] = jobs.run_ingest(worker_config, queued)
+    taken = submit(hospital, {"red.jpg": red(3)})
+    [held] = jobs.run_ingest(worker_config, taken)
+    with sessions.begin() as session:
+        assert leases.take(session, worker_config, held) == held
+
+    work = jobs.run_reconcile(worker_config)
+
+    assert work.broker_run_id == client.info("server")["run_id"]
+    assert work.batch_ids == [never_ingested]
+    assert [sorted(ids) for ids in work.chunks] == [sorted(chunk)]
+    broker.remember(worker_config, work.broker_run_id)
+    again = jobs.run_reconcile(worker_config)  # the same Redis: the queue lease holds again
+    assert (again.batch_ids, again.chunks, again.broker_run_id) == ([], [], None)
+
+    client.set(broker.KEY, "the run id of the Redis before a restart")
+    restarted = jobs.run_reconcile(worker_config)
+    assert restarted.batch_ids == [never_ingested]
+    assert [sorted(ids) for ids in restarted.chunks] == [sorted(chunk)]
+    client.flushdb()
+
+
+def test_the_filesystem_broker_is_never_taken_for_restarted(worker_config):
+    assert worker_config.embedded
+    assert jobs.run_reconcile(worker_config).broker_run_id is None
