@@ -25,8 +25,9 @@ from dermscreen.storage import Store
 
 # What the service is for, in every report (as the README and the model card say it).
 INTENDED_USE = (
-    "Research screening aid for dermoscopic images of skin lesions. It ranks images for review "
-    "by dermatologists and alerts them to images it cannot rule out as melanoma; it assists "
+    "Research screening aid for dermoscopic images of skin lesions. It alerts dermatologists to "
+    "images that are probably melanoma and lists for their review, sorted, those it cannot rule "
+    "out; images that are not dermoscopy or are unusable get no score. It assists "
     "dermatologists, it never replaces them. Not a medical device: no diagnosis may rest on it."
 )
 # The headline numbers a report shows of each data set the model card measured.
