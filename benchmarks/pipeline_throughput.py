@@ -149,8 +149,9 @@ def run_embedded(bundle_dir: str, paths: list[Path], chunk: int, work: Path) -> 
 
 
 @contextmanager
-def postgres_database(server_url: str):
-    """A throwaway database on the server of ``server_url``, migrated; dropped afterwards."""
+def postgres_database(server_url: str, prefix: str = "bench"):
+    """A throwaway database on the server of ``server_url``, migrated; dropped afterwards over a
+    new connection (a drill may have restarted the server meanwhile)."""
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -158,22 +159,27 @@ def postgres_database(server_url: str):
     from dermscreen.db.session import engine_for
 
     url = make_url(server_url)
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(host=url.host, port=url.port or 5432, user=url.username,
-                            password=url.password, dbname=url.database or "postgres",
-                            autocommit=True)
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        database = url.set(database=name).render_as_string(hide_password=False)
-        try:
-            upgrade(database)
-            yield database
-        finally:
-            engine_for(database).dispose()
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+    def admin():
+        return psycopg.connect(host=url.host, port=url.port or 5432, user=url.username,
+                               password=url.password, dbname=url.database or "postgres",
+                               autocommit=True)
+
+    with admin() as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    database = url.set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(database)
+        yield database
+    finally:
+        engine_for(database).dispose()
+        with admin() as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _zip(paths: list[Path]) -> bytes:
+def zip_of(paths: list[Path]) -> bytes:
+    """The images as one zip, members numbered in order."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for index, path in enumerate(paths):
@@ -197,7 +203,7 @@ def run_distributed(bundle_dir: str, paths: list[Path], chunk: int, work: Path,
     from dermscreen.web import create_app
 
     redis.Redis.from_url(redis_url).flushdb()
-    body = _zip(paths)
+    body = zip_of(paths)
     with postgres_database(postgres) as database:
         config = Config(home=work / "distributed-home", database_url=database,
                         broker_url=redis_url, model_bundle=bundle_dir,
@@ -231,7 +237,7 @@ def run_distributed(bundle_dir: str, paths: list[Path], chunk: int, work: Path,
             _wait_ready(work, workers)
             # Warm each worker's model (its first chunk loads the bundle) before the clock starts.
             warm = requests.post(f"{api}/batches", headers=headers,
-                                 files=[("files", ("warm.zip", _zip(paths[:2 * workers])))])
+                                 files=[("files", ("warm.zip", zip_of(paths[:2 * workers])))])
             _wait_done(api, headers, warm.json()["id"])
             start = time.perf_counter()
             response = requests.post(f"{api}/batches", headers=headers,

@@ -13,7 +13,6 @@ here, in its own process group, and ended here.
 
 from __future__ import annotations
 
-import io
 import mailbox
 import os
 import shutil
@@ -23,7 +22,6 @@ import subprocess
 import sys
 import time
 import uuid
-import zipfile
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -31,9 +29,11 @@ from pathlib import Path
 
 import requests
 
+from benchmarks.pipeline_throughput import (SHARED_IMAGES, pick_images as first_images,
+                                           postgres_database, zip_of)
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SHARED_IMAGES = ROOT.parent / "shared" / "data" / "extra" / "images"
 POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_PORT = 6390
 
@@ -56,17 +56,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.25):
 
 def pick_images(count: int, work: Path) -> list[Path]:
     """``count`` dermoscopic JPEGs of ../shared/data/extra (when there), else generated lesions."""
-    from benchmarks.pipeline_throughput import pick_images as first_images
-
     return first_images(SHARED_IMAGES, count, work)
-
-
-def zip_of(paths: list[Path], prefix: str = "") -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for index, path in enumerate(paths):
-            archive.write(path, f"{prefix}{index:04d}{path.suffix.lower()}")
-    return buffer.getvalue()
 
 
 class Process:
@@ -138,33 +128,10 @@ class RedisServer:
         wait_until(answers, 30, "redis-server to answer")
 
 
-@contextmanager
 def throwaway_database(server_url: str = POSTGRES_SERVER):
-    """A migrated database on the server of ``server_url``, dropped afterwards (over a new
-    connection: a drill may have restarted the server meanwhile)."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    from dermscreen.db.migrate import upgrade
-    from dermscreen.db.session import engine_for
-
-    url = make_url(server_url)
-    name = f"drill_{uuid.uuid4().hex[:10]}"
-
-    def admin():
-        return psycopg.connect(host=url.host, port=url.port or 5432, user=url.username,
-                               dbname=url.database or "postgres", autocommit=True)
-
-    with admin() as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    database = url.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(database)
-        yield database
-    finally:
-        engine_for(database).dispose()
-        with admin() as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A migrated database on the server of ``server_url``, dropped afterwards
+    (``pipeline_throughput.postgres_database``)."""
+    return postgres_database(server_url, prefix="drill")
 
 
 class PostgresCluster:

@@ -23,6 +23,7 @@ import click
 import requests
 
 from benchmarks.drills.cluster import REDIS_PORT, audit, deployment, pick_images
+from benchmarks.pipeline_throughput import zip_of
 
 
 class ApiClient(threading.Thread):
@@ -37,8 +38,6 @@ class ApiClient(threading.Thread):
         session = requests.Session()
         session.headers.update(self.cluster.headers)
         api = self.cluster.api
-        from benchmarks.drills.cluster import zip_of
-
         body = zip_of(self.paths)
         while time.monotonic() < self.until:
             started = time.perf_counter()

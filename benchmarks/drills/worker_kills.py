@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import statistics
 import threading
 import time
 
 import click
 
-from benchmarks.drills.cluster import (Cluster, RedisServer, audit, new_work, pick_images,
-                                       throwaway_database, wait_until, REDIS_PORT)
+from benchmarks.drills.cluster import (Cluster, audit, deployment, pick_images, wait_until,
+                                       REDIS_PORT)
 
 
 def held_now(cluster: Cluster, batch_id: str) -> set[str]:
@@ -97,66 +96,55 @@ class Recoveries:
 @click.option("--timeout", default=3600, show_default=True, help="seconds the batch may take")
 def main(count, kills, every, seed, redis_port, timeout):
     rng = random.Random(seed)
-    work = new_work("drill-kills")
-    redis = RedisServer(work, redis_port)
-    redis.start()
-    try:
-        with throwaway_database() as database, Cluster(work, database, redis.url) as cluster:
-            paths = pick_images(count, work)
-            cluster.warm(paths)
-            start = time.monotonic()
-            batch = cluster.submit(paths)
-            click.echo(f"submitted {count} images as one zip: batch {batch}")
-            recoveries = Recoveries(cluster)
-            # The kills start once the first chunk is taken (the zip is ingested before that).
-            wait_until(lambda: held_now(cluster, batch), timeout, "a worker to take a chunk")
-            killed = 0
-            while killed < kills and cluster.unfinished([batch]):
-                time.sleep(rng.uniform(0.5, 1.5) * every)
-                up = [name for name in cluster.workers
-                      if name.startswith("inference") and cluster.ready(name)]
-                if not up:
-                    continue
-                name = rng.choice(up)
-                ids = held_now(cluster, batch)
-                killed_at = time.monotonic()
-                cluster.workers[name].kill()
-                cluster.start(name)
-                killed += 1
-                recoveries.add(killed_at, name, ids)
-                click.echo(f"{killed_at - start:7.1f} s  SIGKILL {name} ({len(ids)} images "
-                           f"held by the workers), started again")
-            last_kill = time.monotonic()
-            cluster.wait_done([batch], timeout)
-            finished = time.monotonic()
-            wall = finished - start
-            wait_until_closed = time.monotonic() + 60
-            while recoveries.open and time.monotonic() < wait_until_closed:
-                time.sleep(0.5)
-            recoveries.stop()
-            outcome = audit(cluster.sessions, [batch], count)
-            held = [entry for entry in recoveries.closed if entry["held"]]
+    with deployment("drill-kills", redis_port) as (cluster, _):
+        paths = pick_images(count, cluster.work)
+        cluster.warm(paths)
+        start = time.monotonic()
+        batch = cluster.submit(paths)
+        click.echo(f"submitted {count} images as one zip: batch {batch}")
+        recoveries = Recoveries(cluster)
+        # The kills start once the first chunk is taken (the zip is ingested before that).
+        wait_until(lambda: held_now(cluster, batch), timeout, "a worker to take a chunk")
+        killed = 0
+        while killed < kills and cluster.unfinished([batch]):
+            time.sleep(rng.uniform(0.5, 1.5) * every)
+            up = [name for name in cluster.workers
+                  if name.startswith("inference") and cluster.ready(name)]
+            if not up:
+                continue
+            name = rng.choice(up)
+            ids = held_now(cluster, batch)
+            killed_at = time.monotonic()
+            cluster.workers[name].kill()
+            cluster.start(name)
+            killed += 1
+            recoveries.add(killed_at, name, ids)
+            click.echo(f"{killed_at - start:7.1f} s  SIGKILL {name} ({len(ids)} images "
+                       f"held by the workers), started again")
+        last_kill = time.monotonic()
+        cluster.wait_done([batch], timeout)
+        finished = time.monotonic()
+        wall = finished - start
+        wait_until_closed = time.monotonic() + 60
+        while recoveries.open and time.monotonic() < wait_until_closed:
+            time.sleep(0.5)
+        recoveries.stop()
+        outcome = audit(cluster.sessions, [batch], count)
+        held = [entry for entry in recoveries.closed if entry["held"]]
 
-            def spread(key):
-                values = [entry[key] for entry in held]
-                return {"median": round(statistics.median(values), 1) if values else None,
-                        "max": max(values) if values else None}
+        def spread(key):
+            values = [entry[key] for entry in held]
+            return {"median": round(statistics.median(values), 1) if values else None,
+                    "max": max(values) if values else None}
 
-            result = {"submitted": count, "kills": killed, "wall_s": round(wall, 1),
-                      "done after the last kill (s)": round(finished - last_kill, 1),
-                      "outcome": outcome,
-                      "kills while images were held": len(held),
-                      "handed out again after the kill (s)": spread("handed out again (s)"),
-                      "scored after the kill (s)": spread("scored (s)"),
-                      "per kill": recoveries.closed}
-            click.echo(json.dumps(result, indent=1))
-    except BaseException:
-        click.echo(f"failed; logs kept in {work}", err=True)
-        raise
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    finally:
-        redis.process.kill()
+        result = {"submitted": count, "kills": killed, "wall_s": round(wall, 1),
+                  "done after the last kill (s)": round(finished - last_kill, 1),
+                  "outcome": outcome,
+                  "kills while images were held": len(held),
+                  "handed out again after the kill (s)": spread("handed out again (s)"),
+                  "scored after the kill (s)": spread("scored (s)"),
+                  "per kill": recoveries.closed}
+        click.echo(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
