@@ -40,7 +40,7 @@ class BatchContent:
     hospital: str
     rows: list[dict]
     model: dict | None  # name, version, alert/review thresholds, headline metrics
-    store: Store | None = None  # where the rows' pixels and heatmaps are read from
+    store: Store  # where the rows' pixels and heatmaps are read from
     generated_at: str = field(default="")
 
 
@@ -71,7 +71,7 @@ def export_row(session: Session, image: Image) -> dict:
                                            "heatmap_path": image.heatmap_path}
 
 
-def batch_content(session: Session, batch: Batch, store: Store | None = None) -> BatchContent:
+def batch_content(session: Session, batch: Batch, store: Store) -> BatchContent:
     """The batch's summary, hospital, rows and the model that scored it (the active one when
     nothing is scored yet)."""
     images = session.scalars(

@@ -25,9 +25,9 @@ from dermscreen.tiers import ALERT, REVIEW
 THUMBNAIL_PX = 160
 
 
-def thumbnail_png(store: Store | None, ref: str | None) -> bytes | None:
+def thumbnail_png(store: Store, ref: str | None) -> bytes | None:
     """A small PNG of the stored image (or heatmap) at ``ref``; None when there is none."""
-    if store is None or not ref:
+    if not ref:
         return None
     try:
         data = store.read(ref)

@@ -139,7 +139,8 @@ def tier_lines(tiers: dict | None) -> list[str]:
     if not tiers:
         return []
     lines = ["## Tiers", "", "| tier | threshold | sensitivity | specificity | share of images |"
-             " per 1,000 images: flagged / melanomas caught / missed |", "| --- | --- | --- | --- | --- | --- |"]
+             " per 1,000 images: flagged / melanomas caught / missed |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, tier in tiers.items():
         cells = [f"{tier[key]:.3f} ({span(tier['ci95'][key])})" if tier[key] is not None else "n/a"
                  for key in ("sensitivity", "specificity", "share")]

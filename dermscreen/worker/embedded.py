@@ -152,8 +152,9 @@ def screen_paths(config: Config, paths: list[Path], bundle_dir: str | None = Non
 
 def export_batch(config: Config, batch_id: str, name: str) -> tuple[bytes, str, str]:
     """The screened batch as CSV or in a hospital format
-    (``dermscreen.exports.formats.BATCH_FORMATS``): body, media type, extension. The PDF and HTML reports first get the heatmaps of the alert tier rendered in this process,
-    as a worker renders them after scoring."""
+    (``dermscreen.exports.formats.BATCH_FORMATS``): body, media type, extension. The PDF and
+    HTML reports first get the heatmaps of the alert tier rendered in this process, as a worker
+    renders them after scoring."""
     from dermscreen.worker.heatmap_tasks import run_heatmap
 
     sessions = session_factory(config.database_url)
@@ -163,7 +164,7 @@ def export_batch(config: Config, batch_id: str, name: str) -> tuple[bytes, str, 
         return results_csv(rows).encode(), "text/csv", "csv"
     if name in ("pdf", "html"):
         with sessions() as session:
-            rows = batch_content(session, session.get(Batch, batch_id)).rows
+            rows = batch_content(session, session.get(Batch, batch_id), store_for(config)).rows
         for row in rows:
             if row["flagged"] and not row["heatmap_path"]:
                 run_heatmap(config, row["image_id"])

@@ -37,7 +37,7 @@ from dermscreen.db.base import utcnow
 from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus, ModelVersion, Prediction
 from dermscreen.db.tenancy import Hospital
 from dermscreen.registry import register_loaded
-from dermscreen.storage import Store, store_for
+from dermscreen.storage import Store
 from dermscreen.tiers import ALERT, tier
 from dermscreen.worker.alerting import (alert_threshold, dialect_insert, raise_alert,
                                         review_threshold)

@@ -92,8 +92,8 @@ def get_results(batch_id: str):
                  what="results", format=wanted)
     session.commit()
     if wanted in BATCH_FORMATS:
-        return _exported(render_batch, batch_content(session, batch, store_for(current_app.config["DERMSCREEN"])), wanted,
-                         filename=f"batch-{batch.id}-results")
+        content = batch_content(session, batch, store_for(current_app.config["DERMSCREEN"]))
+        return _exported(render_batch, content, wanted, filename=f"batch-{batch.id}-results")
     rows = results.batch_results(session, batch)
     if wanted == "csv":
         return Response(results.results_csv(rows), mimetype="text/csv", headers={
