@@ -14,7 +14,7 @@ from dermscreen.tiers import TIERS
 
 class BatchStatus(str, enum.Enum):
     RECEIVED = "received"      # upload stored, not yet unpacked
-    PROCESSING = "processing"  # images extracted and queued for inference
+    PROCESSING = "processing"  # being unpacked (until ingested_at) and scored, chunk by chunk
     DONE = "done"              # every image done, failed or unassessable
     FAILED = "failed"          # the upload itself was refused (malformed archive, ...)
 
@@ -52,7 +52,13 @@ class Batch(Base):
     status: Mapped[BatchStatus] = mapped_column(str_enum(BatchStatus), default=BatchStatus.RECEIVED)
     upload_dir: Mapped[str] = mapped_column(String(500))
     error: Mapped[Optional[str]] = mapped_column(Text)
-    # Counters kept in the database (no chords): total is known after ingest.
+    # Ingest commits the uploads' entries (files, archive members, refusals) a chunk at a time,
+    # so scoring starts at once: how many are committed, when the last was, and the lease of
+    # the worker unpacking them (dermscreen.worker.ingest).
+    ingested_entries: Mapped[int] = mapped_column(default=0)
+    ingested_at: Mapped[Optional[timestamp]]
+    held_until: Mapped[Optional[timestamp]]
+    # Counters kept in the database (no chords): total grows while ingest runs.
     total_images: Mapped[int] = mapped_column(default=0)
     done_images: Mapped[int] = mapped_column(default=0)
     failed_images: Mapped[int] = mapped_column(default=0)

@@ -132,7 +132,7 @@ def screen_paths(config: Config, paths: list[Path], bundle_dir: str | None = Non
         batch_id = submit_batch(session, config, hospital.id, uploads, metadata_stream,
                                 keep_folders=True).id
     with progress(len(uploads), "checking") as bar:
-        chunks = jobs.run_ingest(config, batch_id, bar.update)
+        chunks = jobs.run_ingest(config, batch_id, on_upload=bar.update)
     with progress(sum(len(chunk) for chunk in chunks), "scoring") as bar:
         for chunk in chunks:
             outcome = jobs.run_predict_chunk(config, chunk, bundle_dir)

@@ -33,14 +33,14 @@ from sqlalchemy.orm import Session
 from dermscreen.bundle import Bundle, Screening, load_bundle
 from dermscreen.config import Config
 from dermscreen.db.alerts import Alert, Delivery, DeliveryStatus
-from dermscreen.db.base import utcnow
-from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus, ModelVersion, Prediction
+from dermscreen.db.screening import Image, ImageStatus, ModelVersion, Prediction
 from dermscreen.db.tenancy import Hospital
 from dermscreen.registry import register_loaded
 from dermscreen.storage import Store
 from dermscreen.tiers import ALERT, tier
 from dermscreen.worker.alerting import (alert_threshold, dialect_insert, raise_alert,
                                         review_threshold)
+from dermscreen.worker.batches import add_counts, close_if_complete
 
 
 @lru_cache(maxsize=2)
@@ -108,23 +108,11 @@ def _insert_prediction(session: Session, image: Image, version: ModelVersion, bu
 
 
 def _update_batches(session: Session, counts: dict[str, _Counts]) -> None:
-    """Add this run's counts to each batch and close the batches that are complete (in SQL)."""
+    """Add this run's counts to each batch and close the batches that are complete."""
     for batch_id, count in counts.items():
-        session.execute(
-            update(Batch).where(Batch.id == batch_id)
-            .values(done_images=Batch.done_images + count.done,
-                    failed_images=Batch.failed_images + count.failed,
-                    unassessable_images=Batch.unassessable_images + count.unassessable,
-                    flagged_images=Batch.flagged_images + count.flagged)
-            .execution_options(synchronize_session=False)
-        )
-        session.execute(
-            update(Batch).where(and_(Batch.id == batch_id, Batch.status == BatchStatus.PROCESSING,
-                                     Batch.done_images + Batch.failed_images
-                                     + Batch.unassessable_images >= Batch.total_images))
-            .values(status=BatchStatus.DONE, completed_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+        add_counts(session, batch_id, done=count.done, failed=count.failed,
+                   unassessable=count.unassessable, flagged=count.flagged)
+        close_if_complete(session, batch_id)
 
 
 def _unsent_follow_ups(session: Session, image_ids: list[str]) -> ChunkOutcome:

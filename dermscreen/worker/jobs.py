@@ -1,7 +1,7 @@
 """One unit of work per task: a transaction around a plain function, committed before anything
 is enqueued. The Celery tasks and the embedded ``dermscreen screen`` both run these.
 
-    chunks = run_ingest(config, batch_id)            # then enqueue each chunk
+    chunks = run_ingest(config, batch_id, on_chunk)  # on_chunk enqueues each as it commits
     outcome = run_predict_chunk(config, image_ids)   # then enqueue deliveries and heatmaps
 """
 
@@ -24,13 +24,22 @@ from dermscreen.worker.reconcile import Work, reconcile
 
 
 def run_ingest(config: Config, batch_id: str,
+               on_chunk: Callable[[list[str]], None] = lambda image_ids: None,
                on_upload: Callable[[int], None] = lambda count: None) -> list[list[str]]:
-    """Ingest a batch; its original uploads are deleted once the images are committed."""
-    with session_factory(config.database_url).begin() as session:
-        chunks = ingest(session, config, batch_id, on_upload)
+    """Ingest a batch, ``on_chunk`` after each chunk's commit; return the chunks handed out.
+    The original uploads are deleted once the whole batch is committed."""
+    chunks: list[list[str]] = []
+
+    def handed_out(image_ids: list[str]) -> None:
+        chunks.append(image_ids)
+        on_chunk(image_ids)
+
+    sessions = session_factory(config.database_url)
+    ingest(sessions, config, batch_id, handed_out, on_upload)
+    with sessions() as session:
         batch = session.get(Batch, batch_id)
-    if batch is not None:
-        remove_uploads(config, batch.upload_dir)
+        if batch is not None and batch.ingested_at is not None:
+            remove_uploads(config, batch.upload_dir)
     return chunks
 
 

@@ -4,8 +4,9 @@
         work = reconcile(session, config)
     # after the commit: enqueue work.batch_ids (ingest), work.chunks, work.delivery_ids
 
-A dead worker's chunk is handed out again once its lease (``chunk_lease_seconds``, renewed while
-the worker lives) has passed: within a lease and a reconcile interval. A lost message (images
+A dead worker's chunk, or the rest of a batch whose ingester died, is handed out again once its
+lease (``chunk_lease_seconds``, renewed while the worker lives) has passed: within a lease and a
+reconcile interval. A lost message (images
 queued and never taken) waits for the longer ``queue_lease_seconds``, except after the broker
 restarted (dermscreen.worker.broker), when messages were lost for sure: then everything queued and
 held by no worker, and every batch not yet ingested, is handed out again at once. Nothing is ever lost;
@@ -37,16 +38,18 @@ class Work:
 
 
 def reconcile(session: Session, config: Config, broker_restarted: bool = False) -> Work:
-    """Batches never ingested; queued images whose worker's lease has passed, or that no worker
+    """Batches never ingested, or whose ingester's lease has passed; queued images whose worker's lease has passed, or that no worker
     took within the queue lease (both are queued afresh now); and deliveries that are due but
     were created or retried more than an interval ago. After a broker restart, the queue lease
     is treated as passed for everything."""
     now = utcnow()
     expired = now if broker_restarted else now - timedelta(seconds=config.queue_lease_seconds)
     work = Work()
+    never_taken = and_(Batch.status == BatchStatus.RECEIVED, Batch.created_at < expired)
+    stopped = and_(Batch.status == BatchStatus.PROCESSING, Batch.ingested_at.is_(None),
+                   Batch.held_until < now)
     work.batch_ids = list(session.scalars(
-        select(Batch.id).where(Batch.status == BatchStatus.RECEIVED, Batch.created_at < expired)
-        .order_by(Batch.created_at)))
+        select(Batch.id).where(or_(never_taken, stopped)).order_by(Batch.created_at)))
     # One statement picks and re-queues, so an image a worker takes meanwhile is left to it.
     stale = sorted(session.execute(
         update(Image)

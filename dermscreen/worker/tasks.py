@@ -21,7 +21,8 @@ DATABASE_RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": True,
 @shared_task(bind=True, name=queues.INGEST_TASK, **DATABASE_RETRY)
 def ingest(self, batch_id: str) -> None:
     config = task_config(self.app)
-    dispatch.enqueue_chunks(config, jobs.run_ingest(config, batch_id))
+    jobs.run_ingest(config, batch_id, on_chunk=lambda image_ids: dispatch.enqueue_chunks(
+        config, [image_ids]))
 
 
 @shared_task(bind=True, name=queues.PREDICT_TASK, **DATABASE_RETRY)

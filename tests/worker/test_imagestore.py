@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -15,7 +17,7 @@ from tests.factories import RED, image_bytes, lesion_image
 MAX_PIXELS = 1_000_000
 
 
-def test_exif_and_icc_are_stripped_and_orientation_applied(tmp_path):
+def test_a_rotated_jpeg_is_stored_upright_as_png_without_exif_or_icc(tmp_path):
     image = lesion_image(RED, size=(40, 60))  # 60 wide, 40 high
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees to display
@@ -38,6 +40,34 @@ def test_exif_and_icc_are_stripped_and_orientation_applied(tmp_path):
     assert b"CameraMaker" not in data
 
 
+@pytest.mark.parametrize("params", [{}, {"progressive": True}, {"restart_marker_rows": 1}],
+                         ids=["baseline", "progressive", "restart markers"])
+def test_an_upright_jpeg_is_stored_as_itself_without_metadata(tmp_path, params):
+    image = lesion_image(RED, size=(48, 80))
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"
+    exif[0x8825] = {2: (51.0, 30.0, 0.0)}  # GPS
+    original = image_bytes(image, exif=exif.tobytes(), icc_profile=b"\0" * 128,
+                           comment=b"patient Jane Doe", **params)
+    source = tmp_path / "lesion.jpg"
+    source.write_bytes(original + b"trailing bytes")
+
+    stored = store_image(source, LocalStore(tmp_path / "store"), MAX_PIXELS)
+
+    path = Path(stored.ref)
+    data = path.read_bytes()
+    assert path.name == f"{hashlib.sha256(data).hexdigest()}.jpg"
+    assert (stored.width, stored.height) == (80, 48)
+    for secret in (b"CameraMaker", b"Jane Doe", b"trailing"):
+        assert secret not in data
+    with Image.open(path) as clean:
+        assert clean.format == "JPEG" and dict(clean.getexif()) == {}
+        assert not {"icc_profile", "exif", "comment"} & set(clean.info)
+        pixels = np.asarray(clean.convert("RGB"))
+    assert np.array_equal(pixels, np.asarray(Image.open(io.BytesIO(original)).convert("RGB")))
+    assert len(data) < len(original)
+
+
 def test_same_pixels_are_stored_once(tmp_path):
     data = image_bytes(lesion_image(RED), "PNG")
     (tmp_path / "a.png").write_bytes(data)
@@ -54,6 +84,10 @@ def test_decompression_bomb_png_is_rejected(tmp_path):
     assert bomb.stat().st_size < 10_000
     with pytest.raises(ImageRejected, match="decompression bomb"):
         store_image(bomb, LocalStore(tmp_path / "store"), MAX_PIXELS)
+    large = tmp_path / "large.jpg"
+    large.write_bytes(image_bytes(Image.new("RGB", (1200, 1000))))
+    with pytest.raises(ImageRejected, match="decompression bomb"):
+        store_image(large, LocalStore(tmp_path / "store"), MAX_PIXELS)
     huge = tmp_path / "huge.png"
     Image.new("1", (3000, 3000)).save(huge)  # past twice the limit: Pillow's error, not warning
     with pytest.raises(ImageRejected, match="decompression bomb"):
@@ -62,6 +96,7 @@ def test_decompression_bomb_png_is_rejected(tmp_path):
 
 @pytest.mark.parametrize("name,make,reason", [
     ("truncated.jpg", lambda: image_bytes(lesion_image(RED, size=(128, 128)))[:1500], "corrupt"),
+    ("headless.jpg", lambda: image_bytes(lesion_image(RED, size=(128, 128)))[:600], "corrupt"),
     ("text.jpg", lambda: b"this is a text file, not a lesion\n", "not a recognised image"),
     ("anim.gif", lambda: image_bytes(lesion_image(RED), "GIF"), "GIF images are not accepted"),
     ("empty.png", lambda: b"", "not a recognised image"),

@@ -55,13 +55,13 @@ def test_ingest_refuses_bad_uploads_with_reasons_and_keeps_good_images(
     assert "corrupt image" in errors.pop("truncated.jpg")
     assert "archive inside an archive" in errors.pop("nested.zip/inner.zip")
     assert errors == {}
-    assert sorted(len(chunk) for chunk in chunks) == [2, 2]  # chunk_size 2
+    assert max(len(chunk) for chunk in chunks) == 2  # chunk_size 2
     assert {i for chunk in chunks for i in chunk} == {images[name].id for name in queued}
     assert images["red.jpg"].details == {"age": "61", "site": "back"}
     assert images["good.zip/lesions/red2.jpg"].details == {"age": "45", "site": "arm"}
     assert images["blue.png"].details is None
     stored = Path(images["red.jpg"].stored_path)
-    assert stored.is_file() and stored.name == f"{images['red.jpg'].content_hash}.png"
+    assert stored.is_file() and stored.name == f"{images['red.jpg'].content_hash}.jpg"
     with sessions() as session:
         batch = session.get(Batch, batch_id)
         assert (batch.status, batch.total_images, batch.failed_images) == (
@@ -69,8 +69,8 @@ def test_ingest_refuses_bad_uploads_with_reasons_and_keeps_good_images(
         assert not Path(batch.upload_dir).exists()  # originals (with EXIF) are gone
     assert not list(Path(worker_config.home).rglob("escape.jpg"))
 
-    # A redelivered ingest message adds nothing and hands out the same queued images.
-    assert sorted(map(sorted, jobs.run_ingest(worker_config, batch_id))) == sorted(map(sorted, chunks))
+    # A redelivered ingest message finds the batch ingested: it adds and hands out nothing.
+    assert jobs.run_ingest(worker_config, batch_id) == []
     assert count(sessions, Image) == 11
 
 
@@ -281,7 +281,7 @@ def test_a_batch_runs_through_s3_and_writes_nothing_locally(
     stored = images["lesions.zip/red.jpg"].stored_path
     assert stored.startswith(worker_config.store_url + "/images/")
     with PILImage.open(io.BytesIO(store.read(stored))) as pixels:
-        assert pixels.format == "PNG"
+        assert pixels.format == "JPEG"
     with pytest.raises(ObjectMissing):  # the originals are deleted after ingest
         store.read(f"{upload_dir}/manifest.json")
     (flagged,) = [i for outcome in outcomes for i in outcome.flagged_image_ids]

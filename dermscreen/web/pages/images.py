@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import mimetypes
 
 from flask import abort, current_app, send_file
 from PIL import Image as PILImage
@@ -38,7 +39,8 @@ def _private(response):
 @role_required(*ANYONE)
 def image_file(image_id: str):
     image = tenant_get(Image, image_id)
-    return _private(send_file(stored_file(image.stored_path), mimetype="image/png"))
+    return _private(send_file(stored_file(image.stored_path),
+                              mimetype=mimetypes.guess_type(image.stored_path)[0]))
 
 
 @bp.route("/images/<image_id>/thumbnail")
