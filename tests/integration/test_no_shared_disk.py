@@ -85,7 +85,9 @@ def test_a_batch_needs_no_shared_directory(cluster, hospital, module_sessions, s
             Image.batch_id == batch_id, Image.stored_path.is_not(None))).all()
     assert upload_dir.startswith(configs["web"].store_url + "/uploads/")
     assert len(stored) == 6 and all(ref.startswith(configs["web"].store_url) for ref in stored)
-    assert all(store.read(ref).startswith(b"\x89PNG") for ref in stored)
+    # The JPEGs as they came, less their metadata; the PNGs as PNG of their pixels.
+    assert sorted(store.read(ref)[:4] for ref in stored) == (
+        [b"\x89PNG"] * 3 + [b"\xff\xd8\xff\xe0"] * 3)
 
     def heatmaps():
         with module_sessions() as session:
