@@ -17,9 +17,11 @@ def enqueue_ingest(config: Config, batch_id: str) -> None:
     app_for(config).send_task(queues.INGEST_TASK, args=[batch_id])
 
 
-def enqueue_chunks(config: Config, chunks: list[list[str]]) -> None:
+def enqueue_chunks(config: Config, chunks: list[list[str]], again: bool = False) -> None:
+    """Queue chunks for inference; ``again``: handed out again, they go before the new ones."""
+    priority = queues.AGAIN_PRIORITY if again else queues.NEW_PRIORITY
     for image_ids in chunks:
-        app_for(config).send_task(queues.PREDICT_TASK, args=[image_ids])
+        app_for(config).send_task(queues.PREDICT_TASK, args=[image_ids], priority=priority)
 
 
 def enqueue_deliveries(config: Config, delivery_ids: list[int]) -> None:

@@ -1,7 +1,7 @@
 """Ingest: turn a batch's uploads into stored, validated images queued for inference, a chunk
 at a time, so that workers score the first chunk while the rest is unpacked.
 
-    ingest(sessions, config, batch_id, on_chunk=lambda image_ids: enqueue_chunks(config, [image_ids]))
+    ingest(sessions, config, batch_id, on_chunk=lambda ids: enqueue_chunks(config, [ids]))
 
 Every upload becomes Image rows: one per image (an upload that is an image, or each file of an
 archive, named with its archive: ``a.zip/lesions/img001.jpg``), ``queued`` once stored, ``failed``

@@ -9,6 +9,12 @@ NOTIFY = "notify"        # email and webhook deliveries: network only
 
 ALL = (INGEST, INFERENCE, NOTIFY)
 
+# Redis hands out a queue's messages by priority, 0 first (kombu's steps 0, 3, 6, 9): a chunk
+# handed out again (its worker died, its message was lost) goes before the new chunks behind it,
+# so recovery does not wait for a backlog. (The filesystem broker of embedded mode ignores it.)
+AGAIN_PRIORITY = 0
+NEW_PRIORITY = 6
+
 # Task names are part of the message format: keep them stable across deploys.
 INGEST_TASK = "screening.ingest"
 PREDICT_TASK = "screening.predict_chunk"

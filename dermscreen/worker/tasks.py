@@ -49,7 +49,7 @@ def reconcile(self) -> None:
     work = jobs.run_reconcile(config)
     for batch_id in work.batch_ids:
         dispatch.enqueue_ingest(config, batch_id)
-    dispatch.enqueue_chunks(config, work.chunks)
+    dispatch.enqueue_chunks(config, work.chunks, again=True)
     dispatch.enqueue_deliveries(config, work.delivery_ids)
     if work.broker_run_id:  # handled this broker restart: not again
         broker.remember(config, work.broker_run_id)

@@ -49,12 +49,14 @@ def redis_database(number: int) -> str:
 
 
 def queue_depth(broker_url: str) -> int:
-    """Messages waiting or unacknowledged in the broker (all queues)."""
+    """Messages waiting (in every priority's list) or unacknowledged in the broker (all queues)."""
     import redis
 
+    from dermscreen.metrics import queue_depth as depth
+    from dermscreen.worker.queues import ALL
+
     client = redis.Redis.from_url(broker_url)
-    waiting = sum(client.llen(queue) for queue in ("ingest", "inference", "notify"))
-    return waiting + client.hlen("unacked")
+    return sum(sum(depth(client, queue)) for queue in ALL)
 
 
 @pytest.fixture(scope="module")

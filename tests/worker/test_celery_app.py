@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from dermscreen.config import Config
-from dermscreen.worker import queues
-from dermscreen.worker.celery_app import make_celery
+from dermscreen.worker import dispatch, queues
+from dermscreen.worker.celery_app import app_for, make_celery
 from tests.conftest import REDIS_SERVER
 
 
@@ -32,6 +32,21 @@ def test_guarantees_routes_and_task_names(tmp_path):
     assert {queues.INGEST_TASK, queues.PREDICT_TASK, queues.DELIVER_TASK, queues.RECONCILE_TASK,
             queues.HEATMAP_TASK} <= set(app.tasks)
     assert not (tmp_path / "broker").exists()  # Redis: no local broker folders
+
+
+def test_a_chunk_handed_out_again_is_taken_before_the_new_ones_waiting(tmp_path):
+    import redis
+
+    config = Config(home=tmp_path, broker_url=f"{REDIS_SERVER}/12")
+    redis.Redis.from_url(config.broker_url).flushdb()
+    dispatch.enqueue_chunks(config, [["new-1"], ["new-2"]])
+    dispatch.enqueue_chunks(config, [["again"]], again=True)
+    taken = []
+    with app_for(config).connection_for_read() as connection:
+        while (message := connection.default_channel.basic_get(queues.INFERENCE,
+                                                               no_ack=True)) is not None:
+            taken.append(message.decode()[0][0])  # the task's first argument: image ids
+    assert taken == [["again"], ["new-1"], ["new-2"]]
 
 
 def test_visibility_timeout_must_outlast_the_time_limit(tmp_path):

@@ -1,11 +1,17 @@
-"""Every 4xx/5xx of the API as JSON: ``{"error": "not_found", "status": 404, "reason": "..."}``."""
+"""Every 4xx/5xx of the API as JSON: ``{"error": "not_found", "status": 404, "reason": "..."}``.
+
+An unreachable database (a restart, a failover, a locked SQLite file) is a 503 with
+``Retry-After`` everywhere, not a 500: clients and load balancers can tell "try again" from a bug.
+"""
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException, default_exceptions
+from flask import Flask, current_app, jsonify, request
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, ServiceUnavailable, default_exceptions
 
 API_PREFIX = "/api/"
+RETRY_AFTER_SECONDS = 5
 
 
 def json_error(error: HTTPException):
@@ -33,8 +39,15 @@ def api_or_default(error: HTTPException):
     return error
 
 
+def database_unavailable(error: OperationalError):
+    current_app.logger.warning("database unavailable: %s", error.orig)
+    return api_or_default(ServiceUnavailable("the database is unavailable; try again shortly",
+                                             retry_after=RETRY_AFTER_SECONDS))
+
+
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, api_or_default)
+    app.register_error_handler(OperationalError, database_unavailable)
 
 
 def abort(status: int, reason: str, reasons: list[str] | None = None):
