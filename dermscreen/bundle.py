@@ -126,6 +126,7 @@ class Bundle:
     path: Path
     metadata: dict
     backend: str = "auto"
+    threads: int = 0  # ONNX Runtime's intra-op threads (0: one per core)
     _session: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -195,9 +196,7 @@ class Bundle:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        threads = os.environ.get("DERMSCREEN_ONNX_THREADS")
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        options.intra_op_num_threads = self.threads
         return onnxruntime.InferenceSession(
             str(self.path / ONNX_FILE), options,
             providers=onnx_providers(onnxruntime.get_available_providers()))
@@ -295,8 +294,10 @@ class Bundle:
         return softmax(logits, self.temperature, self.class_bias)
 
 
-def load_bundle(path: str | os.PathLike | None = None, backend: str = "auto") -> Bundle:
-    """Load a bundle directory (the default bundle when ``path`` is None) and check it."""
+def load_bundle(path: str | os.PathLike | None = None, backend: str = "auto",
+                threads: int = 0) -> Bundle:
+    """Load a bundle directory (the default bundle when ``path`` is None) and check it;
+    ``threads``: ONNX Runtime's (0: one per core)."""
     from dermscreen.config import DEFAULT_BUNDLE
 
     path = Path(path or DEFAULT_BUNDLE)
@@ -310,7 +311,7 @@ def load_bundle(path: str | os.PathLike | None = None, backend: str = "auto") ->
         raise BundleError(f"{path}: no {KERAS_FILE}")
     if MELANOMA not in metadata["output"]["classes"]:
         raise BundleError(f"{path}: classes do not include {MELANOMA!r}")
-    return Bundle(path=path, metadata=metadata, backend=backend)
+    return Bundle(path=path, metadata=metadata, backend=backend, threads=threads)
 
 
 def validate_bundle(bundle: Bundle) -> None:

@@ -55,8 +55,14 @@ class Config:
     s3_secret_access_key: str = ""
     # Flask session signing key; must be set in production.
     secret_key: str = "dev-only-change-me"
-    # Images per inference task.
-    chunk_size: int = 32
+    # Images per inference task: on 2 cores with 2 workers, 16 scored 600 images end to end at
+    # 0.95 of the one-process ceiling and 32 at 0.85 (docs/pipeline.md); raise it for GPUs.
+    chunk_size: int = 16
+    # ONNX Runtime threads of each worker process. Processes that share a node's cores must
+    # share them out (2 processes on 2 cores: 1 each), or their threads fight over the cores
+    # (benchmarks/pipeline_throughput.py); 0: `dermscreen worker` divides the cores among its
+    # pool, elsewhere one per core.
+    inference_threads: int = 0
     # Images still queued, and never taken by a worker, after this many seconds are re-enqueued
     # by the reconciler (a lost message).
     queue_lease_seconds: int = 600

@@ -167,13 +167,15 @@ class Cluster:
     inference workers, on ``redis`` and ``database``."""
 
     def __init__(self, work: Path, database_url: str, broker_url: str, inference: int = 2,
-                 chunk_size: int = 32, smtp_url: str = "", web_workers: int = 2, **settings):
+                 smtp_url: str = "", web_workers: int = 2, **settings):
         from dermscreen.config import DEFAULT_BUNDLE, Config
 
         self.work = work
+        # The inference workers share the cores out, as `dermscreen worker` does for its pool.
+        settings.setdefault("inference_threads", max(1, (os.cpu_count() or 1) // inference))
         self.config = Config(home=work / "home", database_url=database_url, broker_url=broker_url,
                              model_bundle=str(DEFAULT_BUNDLE), store_dir=str(work / "store"),
-                             chunk_size=chunk_size, smtp_url=smtp_url, **settings)
+                             smtp_url=smtp_url, **settings)
         self.env = {key: value for key, value in os.environ.items()
                     if not key.startswith("DERMSCREEN_")}
         self.env.update({f"DERMSCREEN_{k.upper()}": str(v) for k, v in asdict(self.config).items()})

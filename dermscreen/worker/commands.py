@@ -116,6 +116,9 @@ def worker(queue_names, concurrency, beat, hostname, loglevel):
     if hostname:
         argv.append(f"--hostname={hostname}")
     config = Config.from_env()
+    if not config.inference_threads:  # the node's cores shared out among the pool's processes
+        cores = os.cpu_count() or 1
+        config.inference_threads = max(1, cores // (concurrency or cores))
     config.home.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file there
     if config.metrics_port:
         serve_worker_metrics(config)

@@ -31,4 +31,5 @@ def enqueue_deliveries(config: Config, delivery_ids: list[int]) -> None:
 
 def enqueue_heatmaps(config: Config, image_ids: list[str]) -> None:
     for image_id in image_ids:
-        app_for(config).send_task(queues.HEATMAP_TASK, args=[image_id])
+        app_for(config).send_task(queues.HEATMAP_TASK, args=[image_id],
+                                  priority=queues.HEATMAP_PRIORITY)

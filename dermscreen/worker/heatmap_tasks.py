@@ -49,7 +49,8 @@ def run_heatmap(config: Config, image_id: str) -> str | None:
     if store.exists(key):
         ref = store.ref(key)
     else:
-        png = heatmap_png(worker_bundle(bundle_dir), io.BytesIO(store.read(source)))
+        bundle = worker_bundle(bundle_dir, config.inference_threads)
+        png = heatmap_png(bundle, io.BytesIO(store.read(source)))
         ref = store.put(key, png)
     with sessions.begin() as session:
         session.get(Image, image_id).heatmap_path = ref

@@ -1,7 +1,7 @@
 """Inference on a chunk of images: the bundle's gate, one batched forward pass, idempotent
 writes, alerts, counters.
 
-    bundle = worker_bundle(str(bundle_path(version, config)))   # once per worker process
+    bundle = worker_bundle(str(bundle_path(version, config)), config.inference_threads)
     with sessions() as session:
         stored = queued_paths(session, image_ids)
     scored = score_images(bundle, store_for(config), stored)    # no database while the model runs
@@ -44,9 +44,9 @@ from dermscreen.worker.batches import add_counts, close_if_complete
 
 
 @lru_cache(maxsize=2)
-def worker_bundle(path: str) -> Bundle:
+def worker_bundle(path: str, threads: int = 0) -> Bundle:
     """The bundle at ``path``, loaded once per process on first use (so after any fork)."""
-    return load_bundle(path)
+    return load_bundle(path, threads=threads)
 
 
 @dataclass

@@ -56,7 +56,7 @@ def run_predict_chunk(config: Config, image_ids: list[str],
         if bundle_dir is None:
             bundle_dir = str(bundle_path(active_version(session, config), config))
         held = leases.take(session, config, image_ids)
-    bundle = worker_bundle(bundle_dir)
+    bundle = worker_bundle(bundle_dir, config.inference_threads)
     metrics.MODEL_INFO.labels(bundle.version).set(1)
     started = time.perf_counter()
     with leases.renewed(sessions, config, held) as heartbeat:

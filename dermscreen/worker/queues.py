@@ -11,9 +11,11 @@ ALL = (INGEST, INFERENCE, NOTIFY)
 
 # Redis hands out a queue's messages by priority, 0 first (kombu's steps 0, 3, 6, 9): a chunk
 # handed out again (its worker died, its message was lost) goes before the new chunks behind it,
-# so recovery does not wait for a backlog. (The filesystem broker of embedded mode ignores it.)
+# so recovery does not wait for a backlog; heatmaps, drawn for alerts already raised, wait until
+# no chunk does. (The filesystem broker of embedded mode ignores priorities.)
 AGAIN_PRIORITY = 0
 NEW_PRIORITY = 6
+HEATMAP_PRIORITY = 9
 
 # Task names are part of the message format: keep them stable across deploys.
 INGEST_TASK = "screening.ingest"

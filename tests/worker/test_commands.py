@@ -250,3 +250,28 @@ def test_screen_writes_hospital_formats_of_a_dicomdir_folder(tmp_path, tiny_bund
     result = CliRunner().invoke(main, ["screen", str(tmp_path / "media"), "--format", "pdf"],
                                 env={"DERMSCREEN_HOME": str(tmp_path / "home")})
     assert result.exit_code == 2 and "give --out" in result.output
+
+
+@pytest.mark.parametrize("concurrency,env,threads", [
+    (["--concurrency", "2"], {}, 4), ([], {}, 1), ([], {"DERMSCREEN_INFERENCE_THREADS": "3"}, 3)])
+def test_a_worker_shares_the_node_cores_out_among_its_processes(monkeypatch, tmp_path,
+                                                                  concurrency, env, threads):
+    from dermscreen.worker import celery_app
+    from dermscreen.worker.commands import worker
+
+    started = {}
+
+    class App:
+        def worker_main(self, argv):
+            started["argv"] = argv
+
+    def make_celery(config):
+        started["config"] = config
+        return App()
+
+    monkeypatch.setattr(celery_app, "make_celery", make_celery)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    result = CliRunner().invoke(worker, ["--queues", "inference", *concurrency],
+                                env={"DERMSCREEN_HOME": str(tmp_path), **env})
+    assert result.exit_code == 0, result.output
+    assert started["config"].inference_threads == threads
