@@ -3,7 +3,8 @@
 What is stored is the pixel data alone, upright: no EXIF, GPS, ICC profile or text chunk
 survives. An upright RGB JPEG is stored as it came, its metadata segments cut out without
 decoding it (dermscreen.worker.jpeg): the same pixels, at the JPEG's size and no CPU, and the
-worker's decode is its only one. Any other image must decode fully here (Pillow ``verify`` then
+worker's decode is its only one (a JPEG whole in structure whose image data is damaged fails
+there, as a corrupt image). Any other image must decode fully here (Pillow ``verify`` then
 ``load``) and is stored as PNG of its pixels with the EXIF orientation applied. Pillow's
 decompression-bomb guard, at ``config.max_image_pixels``, rejects an image instead of warning.
 The object is named by the SHA-256 of its bytes (in the configured store, see

@@ -146,9 +146,14 @@ def score_images(bundle: Bundle, store: Store, stored: list[tuple[str, str]]) ->
     scored, prepared = [], []
     for image_id, path in stored:
         try:
-            prepared.append(bundle.prepare(io.BytesIO(store.read(path))))
-        except (OSError, ValueError) as error:
+            data = store.read(path)
+        except OSError as error:
             scored.append(Scored(image_id, unreadable=f"unreadable in store: {error}"))
+            continue
+        try:
+            prepared.append(bundle.prepare(io.BytesIO(data)))
+        except (OSError, ValueError) as error:  # a JPEG stored whole, its image data damaged
+            scored.append(Scored(image_id, unreadable=f"corrupt image: {error}"))
         else:
             scored.append(Scored(image_id))
     readable = [item for item in scored if item.unreadable is None]

@@ -10,9 +10,9 @@ and why. A DICOM instance is stored as its pixels with its UIDs (``dermscreen.wo
 DICOMDIR index file is skipped, the instances it lists are files of their own. Good images of a
 batch never wait on its bad ones.
 
-These entries come in the same order on every run, and each transaction commits the next
-``chunk_size`` of them, advances ``Batch.ingested_entries`` from the count it read (so of two
-ingesters of one batch only one goes on) and renews the ingester's lease
+These entries come in the same order on every run. Each transaction commits the entries that
+make the next chunk (``chunk_size`` queued images), advances ``Batch.ingested_entries`` from the
+count it read (so of two ingesters of one batch only one goes on) and renews the ingester's lease
 (``chunk_lease_seconds``), before ``on_chunk`` hands out the chunk's queued images. A batch whose
 ingester died (its lease passed) is taken over by the next ingest: it hands out again the queued
 images of the last chunks, skips the entries committed, and goes on. ``ingested_at`` marks the end;
@@ -25,7 +25,7 @@ import io
 import json
 import tempfile
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator
@@ -143,7 +143,7 @@ def _image(entry: Entry, batch: Batch, metadata: dict[str, dict], store: Store, 
     return image
 
 
-def _lease(config: Config):
+def _lease(config: Config) -> datetime:
     return utcnow() + timedelta(seconds=config.chunk_lease_seconds)
 
 
