@@ -270,7 +270,7 @@ class Cluster:
 
     def unfinished(self, batch_ids: list[str]) -> int:
         """Images of these batches not yet done, failed or unassessable (read from the
-        database; a batch not yet ingested counts as one)."""
+        database), and one more for each batch still being ingested."""
         from sqlalchemy import func, select
 
         from dermscreen.db.screening import Batch, BatchStatus, Image, ImageStatus
@@ -279,9 +279,22 @@ class Cluster:
             waiting = session.scalar(select(func.count()).select_from(Image).where(
                 Image.batch_id.in_(batch_ids),
                 Image.status.in_([ImageStatus.RECEIVED, ImageStatus.QUEUED])))
-            received = session.scalar(select(func.count()).select_from(Batch).where(
-                Batch.id.in_(batch_ids), Batch.status == BatchStatus.RECEIVED))
-        return waiting + received
+            ingesting = session.scalar(select(func.count()).select_from(Batch).where(
+                Batch.id.in_(batch_ids), Batch.ingested_at.is_(None),
+                Batch.status != BatchStatus.FAILED))
+        return waiting + ingesting
+
+    def finished(self, batch_ids: list[str]) -> int:
+        """Images of these batches done, failed or unassessable."""
+        from sqlalchemy import func, select
+
+        from dermscreen.db.screening import Image, ImageStatus
+
+        with self.sessions() as session:
+            return session.scalar(select(func.count()).select_from(Image).where(
+                Image.batch_id.in_(batch_ids),
+                Image.status.in_([ImageStatus.DONE, ImageStatus.FAILED,
+                                  ImageStatus.UNASSESSABLE])))
 
     def queued(self, batch_ids: list[str]) -> int:
         """Images of these batches queued for inference (ingested, not yet scored)."""

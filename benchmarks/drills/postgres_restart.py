@@ -86,9 +86,8 @@ def main(count, outage, port, redis_port, timeout):
             click.echo(f"submitted {count} images as one zip: batch {batch}")
             client = Client(cluster, batch, paths[count])
             client.start()
-            wait_until(lambda: cluster.queued([batch]) and cluster.unfinished([batch]) < count,
-                       timeout, "the first images to be scored")
-            left = cluster.unfinished([batch])
+            wait_until(lambda: cluster.finished([batch]), timeout, "the first images to be scored")
+            left = count - cluster.finished([batch])
             down = time.monotonic()
             postgres.stop()
             click.echo(f"{down - start:7.1f} s  PostgreSQL stopped; {left} images unfinished")

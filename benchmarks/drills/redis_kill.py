@@ -40,7 +40,7 @@ def main(count, outage, redis_port, timeout):
         wait_until(lambda: cluster.queued([batch]) and queued_messages(redis.url)["inference"],
                    timeout, "the batch's chunks to wait in Redis", interval=0.1)
         before = queued_messages(redis.url)
-        left = cluster.unfinished([batch])
+        left = count - cluster.finished([batch])
         redis.process.kill()
         killed = time.monotonic()
         click.echo(f"{killed - start:7.1f} s  kill -9 redis-server; messages {before}; "

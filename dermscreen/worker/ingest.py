@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,8 @@ from dermscreen.worker.archives import ArchiveError, ArchiveLimits, archive_kind
 from dermscreen.worker.batches import add_counts, close_if_complete
 from dermscreen.worker.dicom import DicomReference, dicom_to_png, is_dicom, is_dicomdir
 from dermscreen.worker.imagestore import ImageRejected, StoredImage, store_image
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,27 @@ def ingest(sessions: sessionmaker, config: Config, batch_id: str,
                 status=BatchStatus.FAILED, error=str(error), completed_at=utcnow(),
                 ingested_at=utcnow(), held_until=None))
         return
+    try:
+        _unpack(sessions, config, batch, files, metadata, store, on_chunk, on_upload)
+    except BaseException:
+        _release(sessions, batch_id)  # so that a retry takes the batch over at once
+        raise
+
+
+def _release(sessions: sessionmaker, batch_id: str) -> None:
+    """Give up the ingest lease of a batch whose ingest failed (a retry will resume it)."""
+    try:
+        with sessions.begin() as session:
+            session.execute(update(Batch).where(Batch.id == batch_id, Batch.ingested_at.is_(None))
+                            .values(held_until=None))
+    except Exception:  # the database is down: the lease runs out instead
+        log.warning("could not release the ingest lease of batch %s", batch_id, exc_info=True)
+
+
+def _unpack(sessions: sessionmaker, config: Config, batch: Batch, files: list[dict],
+            metadata: dict[str, dict], store: Store, on_chunk: Callable[[list[str]], None],
+            on_upload: Callable[[int], None]) -> None:
+    batch_id = batch.id
     limits = ArchiveLimits.from_config(config)
     committed = batch.ingested_entries
     work_root = config.home / "work"  # this node's scratch space: uploads are copied here

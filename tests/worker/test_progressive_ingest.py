@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from dermscreen.db import Batch, BatchStatus, Image, ImageStatus
 from dermscreen.db.base import utcnow
-from dermscreen.worker import jobs
+from dermscreen.worker import ingest, jobs
 from tests.worker.conftest import red, zip_bytes
 
 
@@ -56,7 +56,7 @@ def test_each_chunk_is_scored_while_the_rest_is_unpacked_and_the_batch_closes_af
 
 
 def test_an_ingester_that_died_is_taken_over_where_it_stopped_once_its_lease_passes(
-        sessions, worker_config, make_hospital, submit):
+        sessions, worker_config, make_hospital, submit, monkeypatch):
     batch_id = submit(make_hospital(), {"a.zip": zip_bytes({f"red{i}.jpg": red(i)
                                                             for i in range(5)}),
                                         "bad.jpg": b"not an image"})
@@ -66,8 +66,10 @@ def test_an_ingester_that_died_is_taken_over_where_it_stopped_once_its_lease_pas
         handed_out.append(image_ids)
         raise Died
 
-    with pytest.raises(Died):
-        jobs.run_ingest(worker_config, batch_id, die)
+    with monkeypatch.context() as killed:  # SIGKILL: nothing runs after the death
+        killed.setattr(ingest, "_release", lambda sessions, batch_id: None)
+        with pytest.raises(Died):
+            jobs.run_ingest(worker_config, batch_id, die)
     assert names(sessions, batch_id) == ["a.zip/red0.jpg", "a.zip/red1.jpg"]
     # While its lease runs, it is not taken over (it may be slow, not dead).
     assert jobs.run_ingest(worker_config, batch_id) == []
@@ -92,6 +94,25 @@ def test_an_ingester_that_died_is_taken_over_where_it_stopped_once_its_lease_pas
     for chunk in chunks:
         jobs.run_predict_chunk(worker_config, chunk)
     assert batch_row(sessions, batch_id).status is BatchStatus.DONE
+
+
+def test_an_ingest_that_failed_gives_its_lease_up_so_that_a_retry_goes_on_at_once(
+        sessions, worker_config, make_hospital, submit):
+    batch_id = submit(make_hospital(), {"a.zip": zip_bytes({f"red{i}.jpg": red(i)
+                                                            for i in range(3)})})
+
+    def fail(image_ids):
+        raise Died  # the broker went away, say: the task fails and is retried
+
+    with pytest.raises(Died):
+        jobs.run_ingest(worker_config, batch_id, fail)
+    assert batch_row(sessions, batch_id).held_until is None
+
+    chunks = jobs.run_ingest(worker_config, batch_id)  # the retry, with no lease to wait for
+
+    assert [len(chunk) for chunk in chunks] == [2, 1]
+    assert names(sessions, batch_id) == [f"a.zip/red{i}.jpg" for i in range(3)]
+    assert batch_row(sessions, batch_id).ingested_at is not None
 
 
 def test_of_two_ingesters_of_one_batch_one_goes_on_and_each_entry_is_committed_once(
