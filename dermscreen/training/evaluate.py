@@ -26,7 +26,7 @@ from dermscreen.training.gate import reason_kind, share
 from dermscreen.training.metrics import auc_difference_interval, ranked_auc, screening_metrics
 from dermscreen.training.operating_point import tier_point
 from dermscreen.training.train import TRAINING_IDS_FILE, TRAINING_PHASHES_FILE
-from dermscreen.training.trainers import card_writer
+from dermscreen.training.trainers import model_card
 
 BATCH = 64
 
@@ -188,5 +188,5 @@ def record_metrics(bundle: Bundle, name: str, result: dict) -> None:
                                  "data": result["data"] + dropped}
     (bundle.path / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     if "training" in metadata:  # cards of bundles made by dermscreen train, by their trainer
-        (bundle.path / CARD_FILE).write_text(card_writer(metadata)(metadata))
+        (bundle.path / CARD_FILE).write_text(model_card(metadata))
     bundle.metadata = metadata

@@ -56,6 +56,7 @@ QUALITY_QUANTILE = 0.0005
 MIN_SIDE = 64
 COMPONENTS = 32
 SYNTHETIC = 300
+GATE_HEADING = "## Gate: which images get a melanoma score"
 # EfficientNet-Lite0 layers whose feature maps the gate also reads: the last frozen ImageNet
 # block (generic) and a fine-tuned one.
 FEATURE_MAPS = ("block7_add", "block11_project_bn")
@@ -261,7 +262,8 @@ def fit_gate(source: Path, out: Path, version: str, ood: Path, log=print) -> dic
     returns its metadata's ``gate``."""
     bundle = with_features(source, out, version,
                            f"gate fitted: quality checks and a dermoscopy detector on the model's"
-                           f" pooled features ({ood} as outliers)")
+                           f" pooled features ({ood} as outliers; budgets: classifier"
+                           f" {CLASSIFIER_BUDGET:.1%}, distance {DISTANCE_BUDGET:.1%})")
     dermoscopy = dermoscopy_records(bundle)
     outliers = outlier_records(ood)
     synthetic = synthetic_outliers(SYNTHETIC)
@@ -310,9 +312,16 @@ def fit_gate(source: Path, out: Path, version: str, ood: Path, log=print) -> dic
     cases = must_stop_cases()
     measured["must stop"] = {name: reason for name, reason in zip(cases, stopped_by(bundle, list(cases.values())))}
     metadata["gate"]["measured"] = measured
-    write_metadata(out, metadata, (out / "README.md").read_text() + "\n" + "\n".join(gate_lines(metadata)) + "\n")
+    write_metadata(out, metadata, card(out, metadata))
     log(json.dumps(measured, indent=1))
     return metadata["gate"]
+
+
+def card(out: Path, metadata: dict) -> str:
+    """The fitted bundle's model card: the card it came with, its gate's section (from an
+    earlier fit) replaced by this gate's."""
+    before = (out / "README.md").read_text().split(GATE_HEADING)[0].rstrip("\n")
+    return "\n".join([before, "", *gate_lines(metadata), ""])
 
 
 def gate_lines(metadata: dict) -> list[str]:
@@ -322,7 +331,7 @@ def gate_lines(metadata: dict) -> list[str]:
         return []
     q, d = gate["quality"], gate["detectors"]
     lines = [
-        "## Gate: which images get a melanoma score",
+        GATE_HEADING,
         f"- Quality (image as the model sees it): shorter side >= {q['min_side']} px; mean"
         f" brightness {q['min_brightness']:.1f}-{q['max_brightness']:.1f}; flat share <="
         f" {q['max_flat_share']:.3f}; sharpness >= {q['min_sharpness']:.2f} (each halfway from the"

@@ -34,6 +34,11 @@ def resolve(name: str):
     return getattr(importlib.import_module(module), attribute)
 
 
-def card_writer(metadata: dict):
-    """The model card function of the trainer that made a bundle (by its metadata)."""
-    return resolve(TRAINERS[metadata["training"].get("trainer", "seed-cnn")].model_card)
+def model_card(metadata: dict) -> str:
+    """The model card of a bundle made by ``dermscreen train``: its trainer's, then the section
+    of its gate when it has one."""
+    from dermscreen.training.gate import gate_lines
+
+    card = resolve(TRAINERS[metadata["training"].get("trainer", "seed-cnn")].model_card)(metadata)
+    gate = gate_lines(metadata)
+    return "\n".join([card, "", *gate, ""]) if gate else card

@@ -13,7 +13,8 @@ import pytest
 
 from dermscreen.bundle import load_bundle, validate_bundle
 from dermscreen.gate import GATE_FILE, mask_corner
-from dermscreen.training.gate import fit_gate, gate_report, must_stop_cases, synthetic_outliers
+from dermscreen.training.gate import (GATE_HEADING, fit_gate, gate_report, must_stop_cases,
+                                      synthetic_outliers)
 from tests.factories import BLUE, RED, lesion_image, make_tiny_bundle
 from tests.training.conftest import write_image
 
@@ -63,7 +64,15 @@ def test_a_fitted_gate_lives_in_the_bundle_and_stops_what_it_must(gated):
     assert gate["measured"]["check document"]["share"] >= 0.9
     assert gate["measured"]["check dermoscopy"]["share"] <= 0.1
     card = (gated / "README.md").read_text()
-    assert "## Gate: which images get a melanoma score" in card
+    assert card.count(GATE_HEADING) == 1
+
+
+def test_a_gate_fitted_again_replaces_the_gate_section_of_the_card(gated, tmp_path):
+    again = tmp_path / "gated-again"
+    fit_gate(gated, again, "test-2-gate", tmp_path / "ood", log=lambda line: None)
+    card = (again / "README.md").read_text()
+    assert card.count(GATE_HEADING) == 1 and card.startswith("# ")
+    assert "Stopped, check dermoscopy" in card.split(GATE_HEADING)[1]
 
 
 def test_screen_scores_lesions_and_names_why_the_others_cannot_be_assessed(gated, tmp_path):
