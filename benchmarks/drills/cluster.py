@@ -403,10 +403,14 @@ def deployment(prefix: str, redis_port: int = REDIS_PORT, postgres_server: str =
 
 
 def queued_messages(redis_url: str) -> dict:
-    """Messages waiting in each queue and taken but not acknowledged (kombu's ``unacked``)."""
+    """Messages waiting in each queue (in every priority's list) and taken but not acknowledged
+    (kombu's ``unacked``)."""
     import redis
 
+    from dermscreen.metrics import queue_depth
+    from dermscreen.worker.queues import ALL
+
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
-    counts = {queue: client.llen(queue) for queue in ("ingest", "inference", "notify")}
+    counts = {queue: queue_depth(client, queue)[0] for queue in ALL}
     counts["unacked"] = client.hlen("unacked")
     return counts

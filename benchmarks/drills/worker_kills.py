@@ -1,6 +1,6 @@
 """Drill 1: a large batch while inference workers are SIGKILLed at random and started again.
 
-    PYTHONPATH=$PWD python -m benchmarks.drills.worker_kills [-n 1000] [--kills 20] [--every 12]
+    PYTHONPATH=$PWD python -m benchmarks.drills.worker_kills [-n 1000] [--kills 20] [--every 3]
 
 PostgreSQL (a throwaway database on 127.0.0.1:5432), this drill's own redis-server (:6390), the
 web app under gunicorn, a CPU worker (ingest, notify, beat) and two inference workers, production
@@ -90,7 +90,8 @@ class Recoveries:
 @click.command()
 @click.option("-n", "count", default=1000, show_default=True, help="images in the batch")
 @click.option("--kills", default=20, show_default=True)
-@click.option("--every", default=12.0, show_default=True, help="mean seconds between kills")
+@click.option("--every", default=3.0, show_default=True,
+              help="mean seconds between kills (the 20 kills fall within the batch)")
 @click.option("--seed", default=19, show_default=True)
 @click.option("--redis-port", default=REDIS_PORT, show_default=True)
 @click.option("--timeout", default=3600, show_default=True, help="seconds the batch may take")

@@ -241,11 +241,12 @@ def ingest(sessions: sessionmaker, config: Config, batch_id: str,
 
 
 def _release(sessions: sessionmaker, batch_id: str) -> None:
-    """Give up the ingest lease of a batch whose ingest failed (a retry will resume it)."""
+    """End the ingest lease of a batch whose ingest failed: the task's retry, or the
+    reconciler's next pass, resumes it."""
     try:
         with sessions.begin() as session:
             session.execute(update(Batch).where(Batch.id == batch_id, Batch.ingested_at.is_(None))
-                            .values(held_until=None))
+                            .values(held_until=utcnow()))
     except Exception:  # the database is down: the lease runs out instead
         log.warning("could not release the ingest lease of batch %s", batch_id, exc_info=True)
 

@@ -6,10 +6,10 @@
 
 A dead worker's chunk, or the rest of a batch whose ingester died, is handed out again once its
 lease (``chunk_lease_seconds``, renewed while the worker lives) has passed: within a lease and a
-reconcile interval. A lost message (images
-queued and never taken) waits for the longer ``queue_lease_seconds``, except after the broker
-restarted (dermscreen.worker.broker), when messages were lost for sure: then everything queued and
-held by no worker, and every batch not yet ingested, is handed out again at once. Nothing is ever lost;
+reconcile interval, and ahead of the new chunks. A lost message (images queued and never taken)
+waits for the longer ``queue_lease_seconds``, except after the broker restarted
+(dermscreen.worker.broker), when messages were lost for sure: then everything queued and held by
+no worker, and every batch not yet ingested, is handed out again at once. Nothing is ever lost;
 handing out work twice is harmless because every task is idempotent.
 """
 
@@ -38,10 +38,10 @@ class Work:
 
 
 def reconcile(session: Session, config: Config, broker_restarted: bool = False) -> Work:
-    """Batches never ingested, or whose ingester's lease has passed; queued images whose worker's lease has passed, or that no worker
-    took within the queue lease (both are queued afresh now); and deliveries that are due but
-    were created or retried more than an interval ago. After a broker restart, the queue lease
-    is treated as passed for everything."""
+    """Batches never ingested, or whose ingester's lease has passed; queued images whose
+    worker's lease has passed, or that no worker took within the queue lease (both are queued
+    afresh now); and deliveries that are due but were created or retried more than an interval
+    ago. After a broker restart, the queue lease is treated as passed for everything."""
     now = utcnow()
     expired = now if broker_restarted else now - timedelta(seconds=config.queue_lease_seconds)
     work = Work()
