@@ -42,6 +42,9 @@ def test_gradcam_explains_a_nested_convolutional_backbone():
     """Real bundles wrap a backbone sub-model; its output map is the one explained."""
     import keras
 
+    # A random model's map can point away from the class everywhere (the CAM is then all zero
+    # after its ReLU): seeded, so the test does not depend on the draw (1 seed in 8 fails).
+    keras.utils.set_random_seed(0)
     inner_in = keras.Input((16, 16, 3))
     backbone = keras.Model(inner_in, keras.layers.Conv2D(4, 3, padding="same")(inner_in), name="backbone")
     inputs = keras.Input((16, 16, 3))
